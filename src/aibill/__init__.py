@@ -1,0 +1,108 @@
+"""aibill: billing for AI usage.
+
+    import aibill
+    billing = aibill.connect("sqlite:///aibill.db")
+    billing.create_mandate("acme", billing_model="prepay_mandate", currency="CHF")
+    billing.credit("acme", Decimal("100"), idempotency_key="pay-1")
+    hold = billing.hold("acme", amount=Decimal("0.50"), idempotency_key="call-1")
+    billing.capture(hold.id, amount=Decimal("0.31"))
+"""
+
+from __future__ import annotations
+
+from aibill.domain.clock import Clock, ManualClock, system_clock
+from aibill.domain.errors import (
+    AibillError,
+    AlreadyExists,
+    Conflict,
+    HoldAlreadyCaptured,
+    HoldAlreadyReleased,
+    HoldNotFound,
+    IdempotencyConflict,
+    InsufficientBalance,
+    InvalidAmount,
+    InvalidRequest,
+    NotAMember,
+    NotFound,
+    PermissionDenied,
+    Refused,
+    StoreUnavailable,
+    UnknownAccount,
+    UnknownMandate,
+    UnknownUser,
+)
+from aibill.domain.model import (
+    Balance,
+    BillingModel,
+    Drift,
+    Entry,
+    EntryKind,
+    Hold,
+    HoldStatus,
+    Mandate,
+    Page,
+)
+from aibill.service.billing import Billing
+from aibill.store.engine import make_engine
+from aibill.store.migrate import upgrade
+
+__version__ = "0.1.0"
+
+
+def connect(
+    url: str = "sqlite:///aibill.db",
+    *,
+    clock: Clock = system_clock,
+    sqlite_synchronous: str = "FULL",
+    pool_size: int = 5,
+    migrate: bool = True,
+) -> Billing:
+    """Open the ledger at ``url`` (SQLite or ``postgresql+psycopg://``) and bring
+    its schema up to date.
+
+    ``sqlite_synchronous`` trades durability for speed on SQLite: ``FULL``
+    (the default) survives power loss; ``NORMAL`` may lose the last
+    transactions on power loss (never on a process crash); ``OFF`` is for
+    throwaway data only.
+    """
+    engine = make_engine(url, sqlite_synchronous=sqlite_synchronous, pool_size=pool_size)
+    if migrate:
+        upgrade(engine)
+    return Billing(engine, clock=clock)
+
+
+__all__ = [
+    "AibillError",
+    "AlreadyExists",
+    "Balance",
+    "Billing",
+    "BillingModel",
+    "Clock",
+    "Conflict",
+    "Drift",
+    "Entry",
+    "EntryKind",
+    "Hold",
+    "HoldAlreadyCaptured",
+    "HoldAlreadyReleased",
+    "HoldNotFound",
+    "HoldStatus",
+    "IdempotencyConflict",
+    "InsufficientBalance",
+    "InvalidAmount",
+    "InvalidRequest",
+    "Mandate",
+    "ManualClock",
+    "NotAMember",
+    "NotFound",
+    "Page",
+    "PermissionDenied",
+    "Refused",
+    "StoreUnavailable",
+    "UnknownAccount",
+    "UnknownMandate",
+    "UnknownUser",
+    "__version__",
+    "connect",
+    "system_clock",
+]

@@ -1,0 +1,1 @@
+"""Pure domain code: money, errors, value types. No I/O, no frameworks."""

@@ -1,0 +1,171 @@
+"""The errors a caller of aibill can see.
+
+Every error carries a stable machine ``code`` and a message a person
+understands. The tree::
+
+    AibillError
+    ├── InvalidRequest            invalid_request     the call itself is malformed; nothing stored
+    │   └── InvalidAmount         invalid_amount      float, negative, zero, too many decimals
+    ├── NotFound                  not_found
+    │   ├── UnknownMandate        unknown_mandate
+    │   ├── UnknownUser           unknown_user
+    │   ├── UnknownAccount        unknown_account
+    │   └── HoldNotFound          hold_not_found
+    ├── Refused                   refused             a business refusal; stored and replayed by key
+    │   └── InsufficientBalance   insufficient_balance
+    ├── Conflict                  conflict
+    │   ├── IdempotencyConflict   idempotency_conflict   same key, different arguments (names the field)
+    │   ├── AlreadyExists         already_exists         same name, different settings
+    │   ├── HoldAlreadyCaptured   hold_already_captured
+    │   └── HoldAlreadyReleased   hold_already_released
+    ├── PermissionDenied          permission_denied
+    │   └── NotAMember            not_a_member
+    └── StoreUnavailable          store_unavailable   the database kept failing after bounded retries
+
+Business refusals (``Refused``) are outcomes, not faults: the first outcome
+of an idempotency key is stored and a retry with that key gets the same
+refusal back. Malformed requests (``InvalidRequest``) store nothing.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, ClassVar
+
+
+class AibillError(Exception):
+    """Base class of every error aibill raises on purpose."""
+
+    code: ClassVar[str] = "aibill_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description: code, message and the details as strings."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "details": {k: _jsonable(v) for k, v in self.details.items()},
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+class InvalidRequest(AibillError):
+    code = "invalid_request"
+
+
+class InvalidAmount(InvalidRequest):
+    code = "invalid_amount"
+
+
+class NotFound(AibillError):
+    code = "not_found"
+
+
+class UnknownMandate(NotFound):
+    code = "unknown_mandate"
+
+    def __init__(self, mandate: str) -> None:
+        super().__init__(f"No mandate named {mandate!r}.", mandate=mandate)
+
+
+class UnknownUser(NotFound):
+    code = "unknown_user"
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"No user named {user!r}.", user=user)
+
+
+class UnknownAccount(NotFound):
+    code = "unknown_account"
+
+
+class HoldNotFound(NotFound):
+    code = "hold_not_found"
+
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(f"No hold with id {hold_id!r}.", hold_id=hold_id)
+
+
+class Refused(AibillError):
+    code = "refused"
+
+
+class InsufficientBalance(Refused):
+    code = "insufficient_balance"
+
+    def __init__(
+        self, *, account: str, available: Decimal, required: Decimal, currency: str
+    ) -> None:
+        super().__init__(
+            f"Insufficient balance on account {account!r}: {available} {currency} available, "
+            f"{required} {currency} required.",
+            account=account,
+            available=available,
+            required=required,
+            currency=currency,
+        )
+        self.available = available
+        self.required = required
+
+
+class Conflict(AibillError):
+    code = "conflict"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str, field: str, first: Any, now: Any) -> None:
+        super().__init__(
+            f"Idempotency key {key!r} was first used with {field}={first!r}; "
+            f"this call has {field}={now!r}. Use a new key for a different request.",
+            key=key,
+            field=field,
+            first=first,
+            now=now,
+        )
+        self.field = field
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+
+
+class HoldAlreadyCaptured(Conflict):
+    code = "hold_already_captured"
+
+
+class HoldAlreadyReleased(Conflict):
+    code = "hold_already_released"
+
+
+class PermissionDenied(AibillError):
+    code = "permission_denied"
+
+
+class NotAMember(PermissionDenied):
+    code = "not_a_member"
+
+    def __init__(self, mandate: str, user: str) -> None:
+        super().__init__(
+            f"User {user!r} is not a member of mandate {mandate!r}.", mandate=mandate, user=user
+        )
+
+
+class StoreUnavailable(AibillError):
+    code = "store_unavailable"
+
+
+REFUSAL_TYPES: dict[str, type[Refused]] = {InsufficientBalance.code: InsufficientBalance}

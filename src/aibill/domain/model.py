@@ -1,0 +1,158 @@
+"""Value types returned by the library. Immutable; money as Decimal."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from aibill.domain.errors import InvalidRequest
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+MAX_KEY_LENGTH = 200
+MAX_REASON_LENGTH = 64
+MAX_DESCRIPTION_LENGTH = 500
+
+
+class BillingModel(StrEnum):
+    UNLIMITED = "unlimited"
+    PREPAY_MANDATE = "prepay_mandate"
+    PREPAY_USER = "prepay_user"
+
+    @property
+    def enforced(self) -> bool:
+        """Prepaid models refuse what the balance cannot pay; unlimited records only."""
+        return self is not BillingModel.UNLIMITED
+
+
+class EntryKind(StrEnum):
+    CREDIT = "credit"
+    DEBIT = "debit"
+
+
+class HoldStatus(StrEnum):
+    PENDING = "pending"
+    CAPTURED = "captured"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+POOL_ACCOUNT = "pool"
+
+
+def wallet_account(user: str) -> str:
+    return f"user:{user}"
+
+
+def check_name(value: object, what: str) -> str:
+    """Mandate and user names: 1-128 of letters, digits and ``_ . @ -``."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise InvalidRequest(
+            f"{what} must be 1-128 characters of letters, digits, '_', '.', '@' or '-' "
+            f"starting with a letter or digit, not {value!r}.",
+            field=what,
+        )
+    return value
+
+
+def check_key(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_KEY_LENGTH:
+        raise InvalidRequest(
+            f"idempotency_key must be a non-empty string of at most {MAX_KEY_LENGTH} characters.",
+            field="idempotency_key",
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Mandate:
+    id: str
+    billing_model: BillingModel
+    currency: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """The state of one account. ``available = balance - pending + overdraft_limit``."""
+
+    balance: Decimal
+    available: Decimal
+    pending: Decimal
+    currency: str
+    account: str
+    mandate: str
+    credits_posted: Decimal
+    debits_posted: Decimal
+    overdraft_limit: Decimal
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    id: str
+    mandate: str
+    account: str
+    user: str | None
+    amount: Decimal
+    currency: str
+    status: HoldStatus
+    created_at: datetime
+    expires_at: datetime
+    resolved_at: datetime | None = None
+    captured_amount: Decimal | None = None
+    entry_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    replayed: bool = False
+
+    def as_replay(self) -> Hold:
+        return replace(self, replayed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One immutable ledger row."""
+
+    id: str
+    mandate: str
+    account: str
+    kind: EntryKind
+    amount: Decimal
+    currency: str
+    reason: str
+    posted_at: datetime
+    balance_after: Decimal
+    user: str | None = None
+    hold_id: str | None = None
+    over_balance: bool = False
+    shortfall: Decimal = Decimal("0.000000")
+    captured_after_expiry: bool = False
+    corrects: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    replayed: bool = False
+
+    def as_replay(self) -> Entry:
+        return replace(self, replayed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of history, newest first; pass ``cursor`` back for the next."""
+
+    entries: list[Entry]
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """A difference between an account's stored counter and what its rows add up to."""
+
+    mandate: str
+    account: str
+    counter: str
+    stored_micros: int
+    computed_micros: int

@@ -1,0 +1,86 @@
+"""Money at the edges is ``Decimal``; inside it is an integer of micro-units.
+
+This module is the one place where the two meet. Floats are refused: a float
+cannot say 0.1 exactly, and a ledger that starts from an inexact number can
+never be exact again.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+from aibill.domain.errors import InvalidAmount, InvalidRequest
+
+MICROS_PER_UNIT = 1_000_000
+MICRO = Decimal("0.000001")
+# Largest amount one operation may carry: 10^12 units. Counters are 64-bit
+# integers of micro-units (9.2 * 10^12 units), so a single amount can never
+# overflow them on its own.
+MAX_AMOUNT_MICROS = 10**18
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def to_micros(amount: object, *, field: str = "amount", allow_zero: bool = False) -> int:
+    """Turn a Decimal (or int, or decimal string) into micro-units, exactly.
+
+    Refuses floats, booleans, NaN and infinities, negative numbers, zero
+    (unless ``allow_zero``), amounts with more than six decimal places and
+    amounts above ``MAX_AMOUNT_MICROS``.
+    """
+    if isinstance(amount, bool) or isinstance(amount, float):
+        raise InvalidAmount(
+            f"{field} must be a Decimal, an int or a decimal string, not {type(amount).__name__}: "
+            "floats cannot carry money exactly (write Decimal('0.10')).",
+            field=field,
+        )
+    if isinstance(amount, int):
+        value = Decimal(amount)
+    elif isinstance(amount, Decimal):
+        value = amount
+    elif isinstance(amount, str):
+        try:
+            value = Decimal(amount.strip())
+        except InvalidOperation:
+            raise InvalidAmount(f"{field} {amount!r} is not a decimal number.", field=field) from None
+    else:
+        raise InvalidAmount(
+            f"{field} must be a Decimal, an int or a decimal string, not {type(amount).__name__}.",
+            field=field,
+        )
+    if not value.is_finite():
+        raise InvalidAmount(f"{field} must be a finite number, not {value}.", field=field)
+    scaled = value * MICROS_PER_UNIT
+    if scaled != scaled.to_integral_value():
+        raise InvalidAmount(
+            f"{field} {value} has more than six decimal places; aibill counts in millionths.",
+            field=field,
+        )
+    micros = int(scaled)
+    if micros < 0 or (micros == 0 and not allow_zero):
+        raise InvalidAmount(
+            f"{field} must be {'zero or ' if allow_zero else ''}positive, not {value}.", field=field
+        )
+    if micros > MAX_AMOUNT_MICROS:
+        raise InvalidAmount(f"{field} {value} is larger than aibill accepts.", field=field)
+    return micros
+
+
+def from_micros(micros: int) -> Decimal:
+    """Micro-units back to a Decimal with exactly six decimal places."""
+    return (Decimal(micros) / MICROS_PER_UNIT).quantize(MICRO)
+
+
+def round_to_micros(value: Decimal) -> int:
+    """Round an exact Decimal to micro-units, half-even, once."""
+    return int((value * MICROS_PER_UNIT).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def check_currency(code: str) -> str:
+    """A currency is three upper-case letters (ISO 4217)."""
+    if not isinstance(code, str) or not _CURRENCY.match(code):
+        raise InvalidRequest(
+            f"currency must be an ISO 4217 code of three capital letters, not {code!r}.",
+            field="currency",
+        )
+    return code

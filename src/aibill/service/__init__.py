@@ -1,0 +1,1 @@
+"""The operations: each one a unit of work over the store."""

@@ -1,0 +1,1085 @@
+"""The ledger's operations. Each public method is one unit of work.
+
+Concurrency rests on one idea: a reservation or a debit is a *conditional*
+single-row UPDATE of the account (``... WHERE available >= amount``). SQLite
+runs one writer at a time (``BEGIN IMMEDIATE``); PostgreSQL re-checks the
+condition after waiting for the row lock. Either way two holds can never
+both spend the same money, whether they race in threads or in processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+
+from aibill.domain import errors as e
+from aibill.domain.clock import Clock, system_clock
+from aibill.domain.model import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_REASON_LENGTH,
+    POOL_ACCOUNT,
+    Balance,
+    BillingModel,
+    Drift,
+    Entry,
+    EntryKind,
+    Hold,
+    HoldStatus,
+    Mandate,
+    Page,
+    check_key,
+    check_name,
+    wallet_account,
+)
+from aibill.domain.money import check_currency, from_micros, to_micros
+from aibill.service.codec import entry_from_row, from_snapshot, hold_from_row, snapshot
+from aibill.store import tx
+from aibill.store.schema import accounts, entries, holds, idempotency_keys, mandates, memberships, users
+
+T = TypeVar("T")
+
+DEFAULT_HOLD_TTL_S = 900
+MAX_HOLD_TTL_S = 7 * 24 * 3600
+MAX_PAGE = 1000
+MAX_METADATA_KEYS = 32
+MAX_METADATA_VALUE = 500
+CREDIT_REASONS = ("payment", "admin", "system", "refund", "adjustment")
+
+_A = accounts.c
+_H = holds.c
+
+
+class _Ctx:
+    """What one operation knows about its mandate, read inside its transaction."""
+
+    __slots__ = ("currency", "mandate", "model")
+
+    def __init__(self, mandate: str, model: BillingModel, currency: str) -> None:
+        self.mandate = mandate
+        self.model = model
+        self.currency = currency
+
+
+class Billing:
+    """aibill's ledger: mandates, accounts, holds, captures, credits, history.
+
+    Create it with :func:`aibill.connect`. It is safe to share between
+    threads; a process that forks must create its own.
+    """
+
+    def __init__(self, engine: Engine, *, clock: Clock = system_clock) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._pg = engine.dialect.name == "postgresql"
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Billing:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise e.InvalidRequest("the clock must return timezone-aware datetimes")
+        return now
+
+    def _write(self, work: Callable[[Connection], T | tx.Deferred]) -> T:
+        return tx.run(self._engine, work)
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        return tx.run(self._engine, work, read_only=True)
+
+    def _insert(self, conn: Connection, table: Any, **values: Any) -> None:
+        conn.execute(table.insert().values(**values))
+
+    def _ctx(self, conn: Connection, mandate: str) -> _Ctx:
+        row = conn.execute(
+            select(mandates.c.billing_model, mandates.c.currency).where(
+                mandates.c.mandate_id == mandate
+            )
+        ).first()
+        if row is None:
+            raise e.UnknownMandate(mandate)
+        return _Ctx(mandate, BillingModel(row.billing_model), row.currency)
+
+    def _require_member(self, conn: Connection, mandate: str, user: str) -> None:
+        found = conn.execute(
+            select(memberships.c.user_id).where(
+                memberships.c.mandate_id == mandate, memberships.c.user_id == user
+            )
+        ).first()
+        if found is None:
+            if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first() is None:
+                raise e.UnknownUser(user)
+            raise e.NotAMember(mandate, user)
+
+    def _account_for(self, conn: Connection, ctx: _Ctx, user: str | None) -> str:
+        """The account the mandate's billing model names for this user."""
+        if user is not None:
+            self._require_member(conn, ctx.mandate, user)
+        if ctx.model is BillingModel.PREPAY_USER:
+            if user is None:
+                raise e.InvalidRequest(
+                    f"Mandate {ctx.mandate!r} bills each user's wallet; name the user.",
+                    field="user",
+                )
+            return wallet_account(user)
+        return POOL_ACCOUNT
+
+    def _sweep(self, conn: Connection, mandate: str, account: str, now: datetime) -> None:
+        """Expire the account's overdue holds, freeing their reservations."""
+        rows = conn.execute(
+            update(holds)
+            .where(
+                _H.mandate_id == mandate,
+                _H.account_id == account,
+                _H.status == HoldStatus.PENDING.value,
+                _H.expires_at <= now,
+            )
+            .values(status=HoldStatus.EXPIRED.value, resolved_at=now)
+            .returning(_H.amount_micros)
+        ).all()
+        freed = sum(r.amount_micros for r in rows)
+        if freed:
+            conn.execute(
+                update(accounts)
+                .where(_A.mandate_id == mandate, _A.account_id == account)
+                .values(debits_pending=_A.debits_pending - freed)
+            )
+
+    def _replay(
+        self, conn: Connection, mandate: str, key: str, operation: str, request: dict[str, Any]
+    ) -> Hold | Entry | tx.Deferred | None:
+        """The stored first outcome of ``key``, or None if the key is new."""
+        row = conn.execute(
+            select(
+                idempotency_keys.c.operation,
+                idempotency_keys.c.request,
+                idempotency_keys.c.outcome,
+                idempotency_keys.c.result,
+            ).where(
+                idempotency_keys.c.mandate_id == mandate,
+                idempotency_keys.c.idempotency_key == key,
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.operation != operation:
+            raise e.IdempotencyConflict(key, "operation", row.operation, operation)
+        first: dict[str, Any] = row.request
+        for name in sorted(set(first) | set(request)):
+            if first.get(name) != request.get(name):
+                raise e.IdempotencyConflict(key, name, first.get(name), request.get(name))
+        if row.outcome == "refused":
+            return tx.Deferred(_refusal_from_dict(row.result))
+        return from_snapshot(row.result)
+
+    def _remember(
+        self,
+        conn: Connection,
+        mandate: str,
+        key: str,
+        operation: str,
+        request: dict[str, Any],
+        result: Hold | Entry | e.Refused,
+        now: datetime,
+    ) -> None:
+        refused = isinstance(result, e.Refused)
+        self._insert(
+            conn,
+            idempotency_keys,
+            mandate_id=mandate,
+            idempotency_key=key,
+            operation=operation,
+            request=request,
+            outcome="refused" if refused else "ok",
+            result=result.to_dict() if isinstance(result, e.Refused) else snapshot(result),
+            created_at=now,
+        )
+
+    # ------------------------------------------------------------ tenants, users
+
+    def create_mandate(
+        self,
+        mandate: str,
+        *,
+        billing_model: str | BillingModel = BillingModel.PREPAY_MANDATE,
+        currency: str = "CHF",
+    ) -> Mandate:
+        """Create a mandate (idempotent: the same call again returns it)."""
+        check_name(mandate, "mandate")
+        try:
+            model = BillingModel(billing_model)
+        except ValueError:
+            raise e.InvalidRequest(
+                f"billing_model must be one of {', '.join(m.value for m in BillingModel)}, "
+                f"not {billing_model!r}.",
+                field="billing_model",
+            ) from None
+        check_currency(currency)
+
+        def work(conn: Connection) -> Mandate:
+            row = conn.execute(select(mandates).where(mandates.c.mandate_id == mandate)).first()
+            if row is not None:
+                for name, first, now in (
+                    ("billing_model", row.billing_model, model.value),
+                    ("currency", row.currency, currency),
+                ):
+                    if first != now:
+                        raise e.AlreadyExists(
+                            f"Mandate {mandate!r} exists with {name}={first!r}, not {now!r}.",
+                            mandate=mandate,
+                            field=name,
+                        )
+                return Mandate(mandate, model, currency, row.created_at)
+            now = self._now()
+            self._insert(
+                conn,
+                mandates,
+                mandate_id=mandate,
+                billing_model=model.value,
+                currency=currency,
+                created_at=now,
+            )
+            if model is not BillingModel.PREPAY_USER:
+                self._insert(
+                    conn,
+                    accounts,
+                    mandate_id=mandate,
+                    account_id=POOL_ACCOUNT,
+                    currency=currency,
+                    created_at=now,
+                )
+            return Mandate(mandate, model, currency, now)
+
+        return self._write(work)
+
+    def get_mandate(self, mandate: str) -> Mandate:
+        def work(conn: Connection) -> Mandate:
+            row = conn.execute(select(mandates).where(mandates.c.mandate_id == mandate)).first()
+            if row is None:
+                raise e.UnknownMandate(mandate)
+            return Mandate(mandate, BillingModel(row.billing_model), row.currency, row.created_at)
+
+        return self._read(work)
+
+    def add_user(self, user: str) -> str:
+        """Register a user identity (idempotent)."""
+        check_name(user, "user")
+
+        def work(conn: Connection) -> str:
+            if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first() is None:
+                self._insert(conn, users, user_id=user, created_at=self._now())
+            return user
+
+        return self._write(work)
+
+    def add_member(self, mandate: str, user: str) -> None:
+        """Make ``user`` a member of ``mandate``; a per-user mandate opens their wallet."""
+        check_name(mandate, "mandate")
+        check_name(user, "user")
+
+        def work(conn: Connection) -> None:
+            ctx = self._ctx(conn, mandate)
+            if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first() is None:
+                raise e.UnknownUser(user)
+            exists = conn.execute(
+                select(memberships.c.user_id).where(
+                    memberships.c.mandate_id == mandate, memberships.c.user_id == user
+                )
+            ).first()
+            if exists is not None:
+                return
+            now = self._now()
+            self._insert(conn, memberships, mandate_id=mandate, user_id=user, created_at=now)
+            if ctx.model is BillingModel.PREPAY_USER:
+                self._insert(
+                    conn,
+                    accounts,
+                    mandate_id=mandate,
+                    account_id=wallet_account(user),
+                    user_id=user,
+                    currency=ctx.currency,
+                    created_at=now,
+                )
+
+        self._write(work)
+
+    def set_overdraft_limit(self, mandate: str, amount: Decimal, *, user: str | None = None) -> Balance:
+        """How far the account may go below zero for holds and usage (0 by default)."""
+        limit = to_micros(amount, field="overdraft_limit", allow_zero=True)
+
+        def work(conn: Connection) -> Balance:
+            ctx = self._ctx(conn, mandate)
+            account = self._account_for(conn, ctx, user)
+            conn.execute(
+                update(accounts)
+                .where(_A.mandate_id == mandate, _A.account_id == account)
+                .values(overdraft_limit=limit)
+            )
+            return self._balance(conn, ctx, account)
+
+        return self._write(work)
+
+    # ------------------------------------------------------------------- money
+
+    def credit(
+        self,
+        mandate: str,
+        amount: Decimal,
+        *,
+        user: str | None = None,
+        reason: str = "payment",
+        description: str | None = None,
+        idempotency_key: str,
+        corrects: str | None = None,
+    ) -> Entry:
+        """Add money to the account the billing model names (DESIGN rule 6)."""
+        micros = to_micros(amount)
+        key = check_key(idempotency_key)
+        if reason not in CREDIT_REASONS:
+            raise e.InvalidRequest(
+                f"reason must be one of {', '.join(CREDIT_REASONS)}, not {reason!r}.",
+                field="reason",
+            )
+        _check_description(description)
+        request = {
+            "amount": str(from_micros(micros)),
+            "user": user,
+            "reason": reason,
+            "description": description,
+            "corrects": corrects,
+        }
+
+        def work(conn: Connection) -> Entry | tx.Deferred:
+            ctx = self._ctx(conn, mandate)
+            replay = self._replay(conn, mandate, key, "credit", request)
+            if replay is not None:
+                return _expect(replay, Entry)
+            account = self._account_for(conn, ctx, user)
+            if corrects is not None:
+                self._require_entry(conn, mandate, corrects)
+            now = self._now()
+            row = conn.execute(
+                update(accounts)
+                .where(_A.mandate_id == mandate, _A.account_id == account)
+                .values(credits_posted=_A.credits_posted + micros)
+                .returning(_A.credits_posted, _A.debits_posted)
+            ).one()
+            entry = self._post(
+                conn,
+                ctx,
+                account=account,
+                kind=EntryKind.CREDIT,
+                micros=micros,
+                reason=reason,
+                now=now,
+                balance_after=row.credits_posted - row.debits_posted,
+                user=user,
+                description=description,
+                corrects=corrects,
+            )
+            self._remember(conn, mandate, key, "credit", request, entry, now)
+            return entry
+
+        return self._write(work)
+
+    def hold(
+        self,
+        mandate: str,
+        *,
+        amount: Decimal,
+        user: str | None = None,
+        ttl_s: int = DEFAULT_HOLD_TTL_S,
+        idempotency_key: str,
+        metadata: Mapping[str, str | int] | None = None,
+    ) -> Hold:
+        """Reserve ``amount`` on the account the billing model names (DESIGN rule 2).
+
+        Succeeds only if ``available >= amount`` at that instant; in an
+        unlimited mandate it always succeeds. Raises ``InsufficientBalance``.
+        """
+        micros = to_micros(amount)
+        key = check_key(idempotency_key)
+        if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= MAX_HOLD_TTL_S:
+            raise e.InvalidRequest(
+                f"ttl_s must be a whole number of seconds from 1 to {MAX_HOLD_TTL_S}.", field="ttl_s"
+            )
+        meta = _check_metadata(metadata)
+        request = {"amount": str(from_micros(micros)), "user": user, "ttl_s": ttl_s, "metadata": meta}
+
+        def work(conn: Connection) -> Hold | tx.Deferred:
+            ctx = self._ctx(conn, mandate)
+            replay = self._replay(conn, mandate, key, "hold", request)
+            if replay is not None:
+                return replay if isinstance(replay, tx.Deferred) else _expect(replay, Hold)
+            account = self._account_for(conn, ctx, user)
+            now = self._now()
+            self._sweep(conn, mandate, account, now)
+            stmt = update(accounts).where(_A.mandate_id == mandate, _A.account_id == account)
+            if ctx.model.enforced:
+                stmt = stmt.where(
+                    _A.credits_posted - _A.debits_posted - _A.debits_pending + _A.overdraft_limit
+                    >= micros
+                )
+            changed = conn.execute(
+                stmt.values(debits_pending=_A.debits_pending + micros).returning(_A.account_id)
+            ).first()
+            if changed is None:
+                refusal = self._insufficient(conn, ctx, account, micros)
+                self._remember(conn, mandate, key, "hold", request, refusal, now)
+                return tx.Deferred(refusal)
+            hold = Hold(
+                id=f"{mandate}:hold_{_token()}",
+                mandate=mandate,
+                account=account,
+                user=user,
+                amount=from_micros(micros),
+                currency=ctx.currency,
+                status=HoldStatus.PENDING,
+                created_at=now,
+                expires_at=now + timedelta(seconds=ttl_s),
+                metadata=meta,
+            )
+            self._insert(
+                conn,
+                holds,
+                mandate_id=mandate,
+                hold_id=hold.id,
+                account_id=account,
+                user_id=user,
+                amount_micros=micros,
+                status=HoldStatus.PENDING.value,
+                created_at=now,
+                expires_at=hold.expires_at,
+                metadata=meta,
+            )
+            self._remember(conn, mandate, key, "hold", request, hold, now)
+            return hold
+
+        return self._write(work)
+
+    def capture(
+        self,
+        hold_id: str,
+        *,
+        amount: Decimal,
+        idempotency_key: str | None = None,
+        description: str | None = None,
+    ) -> Entry:
+        """Post the real cost of a held call and free the hold, in one transaction.
+
+        The full ``amount`` is always posted (the usage happened); any part the
+        account cannot cover takes it below zero and the entry is marked
+        ``over_balance`` with the ``shortfall``. A hold is captured at most
+        once: capturing it again with the same amount returns the first entry;
+        with another amount, or after a release, is a conflict.
+        """
+        micros = to_micros(amount)
+        mandate = _mandate_of(hold_id)
+        key = check_key(idempotency_key) if idempotency_key is not None else None
+        _check_description(description)
+        request = {"hold_id": hold_id, "amount": str(from_micros(micros)), "description": description}
+
+        def work(conn: Connection) -> Entry:
+            ctx = self._ctx(conn, mandate)
+            if key is not None:
+                replay = self._replay(conn, mandate, key, "capture", request)
+                if replay is not None:
+                    return _expect(replay, Entry)
+            row = self._lock_hold(conn, mandate, hold_id)
+            now = self._now()
+            status = HoldStatus(row.status)
+            if status is HoldStatus.CAPTURED:
+                if row.captured_micros != micros:
+                    raise e.HoldAlreadyCaptured(
+                        f"Hold {hold_id!r} was already captured for "
+                        f"{from_micros(row.captured_micros)} {ctx.currency}.",
+                        hold_id=hold_id,
+                        captured=from_micros(row.captured_micros),
+                    )
+                entry = self._entry_by_id(conn, ctx, row.entry_id).as_replay()
+            elif status is HoldStatus.RELEASED:
+                raise e.HoldAlreadyReleased(
+                    f"Hold {hold_id!r} was released; it cannot be captured.", hold_id=hold_id
+                )
+            else:
+                entry = self._capture(conn, ctx, row, micros, now, description)
+            if key is not None:
+                self._remember(conn, mandate, key, "capture", request, entry, now)
+            return entry
+
+        return self._write(work)
+
+    def _capture(
+        self,
+        conn: Connection,
+        ctx: _Ctx,
+        row: Any,
+        micros: int,
+        now: datetime,
+        description: str | None,
+    ) -> Entry:
+        self._sweep(conn, ctx.mandate, row.account_id, now)
+        expired = row.status == HoldStatus.EXPIRED.value or row.expires_at <= now
+        freed = 0 if expired else row.amount_micros
+        acct = conn.execute(
+            update(accounts)
+            .where(_A.mandate_id == ctx.mandate, _A.account_id == row.account_id)
+            .values(
+                debits_posted=_A.debits_posted + micros,
+                debits_pending=_A.debits_pending - freed,
+            )
+            .returning(*_COUNTERS)
+        ).one()
+        shortfall = self._shortfall(ctx, acct, micros)
+        entry = self._post(
+            conn,
+            ctx,
+            account=row.account_id,
+            kind=EntryKind.DEBIT,
+            micros=micros,
+            reason="usage",
+            now=now,
+            balance_after=acct.credits_posted - acct.debits_posted,
+            user=row.user_id,
+            hold_id=row.hold_id,
+            shortfall=shortfall,
+            captured_after_expiry=expired,
+            description=description,
+            metadata=dict(row.metadata or {}),
+        )
+        conn.execute(
+            update(holds)
+            .where(_H.mandate_id == ctx.mandate, _H.hold_id == row.hold_id)
+            .values(
+                status=HoldStatus.CAPTURED.value,
+                resolved_at=now,
+                captured_micros=micros,
+                entry_id=entry.id,
+            )
+        )
+        return entry
+
+    def release(self, hold_id: str, *, idempotency_key: str | None = None) -> Hold:
+        """Free a hold without a debit (the call failed or never started).
+
+        Releasing a released hold returns it; releasing an expired hold returns
+        it unchanged (its reservation is already free); releasing a captured
+        hold is a conflict.
+        """
+        mandate = _mandate_of(hold_id)
+        key = check_key(idempotency_key) if idempotency_key is not None else None
+        request = {"hold_id": hold_id}
+
+        def work(conn: Connection) -> Hold:
+            ctx = self._ctx(conn, mandate)
+            if key is not None:
+                replay = self._replay(conn, mandate, key, "release", request)
+                if replay is not None:
+                    return _expect(replay, Hold)
+            row = self._lock_hold(conn, mandate, hold_id)
+            now = self._now()
+            status = HoldStatus(row.status)
+            if status is HoldStatus.CAPTURED:
+                raise e.HoldAlreadyCaptured(
+                    f"Hold {hold_id!r} was captured; it cannot be released.",
+                    hold_id=hold_id,
+                    entry_id=row.entry_id,
+                )
+            if status is HoldStatus.PENDING:
+                self._sweep(conn, mandate, row.account_id, now)
+                row = self._lock_hold(conn, mandate, hold_id)
+            if row.status == HoldStatus.PENDING.value:
+                conn.execute(
+                    update(holds)
+                    .where(_H.mandate_id == mandate, _H.hold_id == hold_id)
+                    .values(status=HoldStatus.RELEASED.value, resolved_at=now)
+                )
+                conn.execute(
+                    update(accounts)
+                    .where(_A.mandate_id == mandate, _A.account_id == row.account_id)
+                    .values(debits_pending=_A.debits_pending - row.amount_micros)
+                )
+                row = self._lock_hold(conn, mandate, hold_id)
+                hold = hold_from_row(row, ctx.currency)
+            elif status is HoldStatus.RELEASED:
+                hold = hold_from_row(row, ctx.currency).as_replay()
+            else:
+                hold = hold_from_row(row, ctx.currency)
+            if key is not None:
+                self._remember(conn, mandate, key, "release", request, hold, now)
+            return hold
+
+        return self._write(work)
+
+    def record_usage(
+        self,
+        mandate: str,
+        *,
+        amount: Decimal,
+        user: str | None = None,
+        idempotency_key: str,
+        already_happened: bool = False,
+        description: str | None = None,
+        metadata: Mapping[str, str | int] | None = None,
+    ) -> Entry:
+        """Post a debit without a prior hold (DESIGN rule 5).
+
+        In a prepaid mandate it is refused with ``InsufficientBalance`` when the
+        account cannot pay, unless ``already_happened``: usage that happened is
+        always recorded, marked ``over_balance`` if it took the account short.
+        """
+        micros = to_micros(amount)
+        key = check_key(idempotency_key)
+        _check_description(description)
+        meta = _check_metadata(metadata)
+        request = {
+            "amount": str(from_micros(micros)),
+            "user": user,
+            "already_happened": bool(already_happened),
+            "description": description,
+            "metadata": meta,
+        }
+
+        def work(conn: Connection) -> Entry | tx.Deferred:
+            ctx = self._ctx(conn, mandate)
+            replay = self._replay(conn, mandate, key, "record_usage", request)
+            if replay is not None:
+                return replay if isinstance(replay, tx.Deferred) else _expect(replay, Entry)
+            account = self._account_for(conn, ctx, user)
+            now = self._now()
+            self._sweep(conn, mandate, account, now)
+            stmt = update(accounts).where(_A.mandate_id == mandate, _A.account_id == account)
+            if ctx.model.enforced and not already_happened:
+                stmt = stmt.where(
+                    _A.credits_posted - _A.debits_posted - _A.debits_pending + _A.overdraft_limit
+                    >= micros
+                )
+            acct = conn.execute(
+                stmt.values(debits_posted=_A.debits_posted + micros).returning(*_COUNTERS)
+            ).first()
+            if acct is None:
+                refusal = self._insufficient(conn, ctx, account, micros)
+                self._remember(conn, mandate, key, "record_usage", request, refusal, now)
+                return tx.Deferred(refusal)
+            entry = self._post(
+                conn,
+                ctx,
+                account=account,
+                kind=EntryKind.DEBIT,
+                micros=micros,
+                reason="usage",
+                now=now,
+                balance_after=acct.credits_posted - acct.debits_posted,
+                user=user,
+                shortfall=self._shortfall(ctx, acct, micros),
+                description=description,
+                metadata=meta,
+            )
+            self._remember(conn, mandate, key, "record_usage", request, entry, now)
+            return entry
+
+        return self._write(work)
+
+    def _shortfall(self, ctx: _Ctx, acct: Any, micros: int) -> int:
+        """How much of a just-posted debit the account could not cover."""
+        if not ctx.model.enforced:
+            return 0
+        available = (
+            acct.credits_posted - acct.debits_posted - acct.debits_pending + acct.overdraft_limit
+        )
+        return min(micros, max(0, -available))
+
+    def _insufficient(self, conn: Connection, ctx: _Ctx, account: str, micros: int) -> e.Refused:
+        row = conn.execute(
+            select(*_COUNTERS).where(_A.mandate_id == ctx.mandate, _A.account_id == account)
+        ).first()
+        if row is None:
+            raise e.UnknownAccount(
+                f"Mandate {ctx.mandate!r} has no account {account!r}.", account=account
+            )
+        available = row.credits_posted - row.debits_posted - row.debits_pending + row.overdraft_limit
+        return e.InsufficientBalance(
+            account=account,
+            available=from_micros(available),
+            required=from_micros(micros),
+            currency=ctx.currency,
+        )
+
+    def _post(
+        self,
+        conn: Connection,
+        ctx: _Ctx,
+        *,
+        account: str,
+        kind: EntryKind,
+        micros: int,
+        reason: str,
+        now: datetime,
+        balance_after: int,
+        user: str | None = None,
+        hold_id: str | None = None,
+        shortfall: int = 0,
+        captured_after_expiry: bool = False,
+        description: str | None = None,
+        corrects: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Entry:
+        entry = Entry(
+            id=f"e{time.time_ns() // 1000:014x}{_token(5)}",
+            mandate=ctx.mandate,
+            account=account,
+            kind=kind,
+            amount=from_micros(micros),
+            currency=ctx.currency,
+            reason=reason,
+            posted_at=now,
+            balance_after=from_micros(balance_after),
+            user=user,
+            hold_id=hold_id,
+            over_balance=shortfall > 0,
+            shortfall=from_micros(shortfall),
+            captured_after_expiry=captured_after_expiry,
+            corrects=corrects,
+            description=description,
+            metadata=metadata or {},
+        )
+        self._insert(
+            conn,
+            entries,
+            mandate_id=ctx.mandate,
+            entry_id=entry.id,
+            account_id=account,
+            kind=kind.value,
+            amount_micros=micros,
+            reason=reason,
+            posted_at=now,
+            balance_after_micros=balance_after,
+            user_id=user,
+            hold_id=hold_id,
+            over_balance=shortfall > 0,
+            shortfall_micros=shortfall,
+            captured_after_expiry=captured_after_expiry,
+            corrects_entry_id=corrects,
+            description=description,
+            metadata=entry.metadata,
+        )
+        return entry
+
+    def _lock_hold(self, conn: Connection, mandate: str, hold_id: str) -> Any:
+        stmt = select(holds).where(_H.mandate_id == mandate, _H.hold_id == hold_id)
+        if self._pg:
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).first()
+        if row is None:
+            raise e.HoldNotFound(hold_id)
+        return row
+
+    def _require_entry(self, conn: Connection, mandate: str, entry_id: str) -> None:
+        found = conn.execute(
+            select(entries.c.entry_id).where(
+                entries.c.mandate_id == mandate, entries.c.entry_id == entry_id
+            )
+        ).first()
+        if found is None:
+            raise e.NotFound(f"No entry with id {entry_id!r}.", entry_id=entry_id)
+
+    def _entry_by_id(self, conn: Connection, ctx: _Ctx, entry_id: str) -> Entry:
+        row = conn.execute(
+            select(entries).where(entries.c.mandate_id == ctx.mandate, entries.c.entry_id == entry_id)
+        ).one()
+        return entry_from_row(row, ctx.currency)
+
+    # ----------------------------------------------------------------- reading
+
+    def balance(self, mandate: str, *, user: str | None = None) -> Balance:
+        """The account the billing model names for ``user``, after expiring overdue holds."""
+
+        def work(conn: Connection) -> Balance:
+            ctx = self._ctx(conn, mandate)
+            account = self._account_for(conn, ctx, user)
+            self._sweep(conn, mandate, account, self._now())
+            return self._balance(conn, ctx, account)
+
+        return self._write(work)
+
+    def _balance(self, conn: Connection, ctx: _Ctx, account: str) -> Balance:
+        row = conn.execute(
+            select(_A.user_id, *_COUNTERS).where(
+                _A.mandate_id == ctx.mandate, _A.account_id == account
+            )
+        ).first()
+        if row is None:
+            raise e.UnknownAccount(
+                f"Mandate {ctx.mandate!r} has no account {account!r}.", account=account
+            )
+        balance = row.credits_posted - row.debits_posted
+        return Balance(
+            balance=from_micros(balance),
+            available=from_micros(balance - row.debits_pending + row.overdraft_limit),
+            pending=from_micros(row.debits_pending),
+            currency=ctx.currency,
+            account=account,
+            mandate=ctx.mandate,
+            credits_posted=from_micros(row.credits_posted),
+            debits_posted=from_micros(row.debits_posted),
+            overdraft_limit=from_micros(row.overdraft_limit),
+            user=row.user_id,
+        )
+
+    def get_hold(self, hold_id: str) -> Hold:
+        mandate = _mandate_of(hold_id)
+
+        def work(conn: Connection) -> Hold:
+            ctx = self._ctx(conn, mandate)
+            row = conn.execute(
+                select(holds).where(_H.mandate_id == mandate, _H.hold_id == hold_id)
+            ).first()
+            if row is None:
+                raise e.HoldNotFound(hold_id)
+            return hold_from_row(row, ctx.currency)
+
+        return self._read(work)
+
+    def history(
+        self,
+        mandate: str,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+        user: str | None = None,
+        account: str | None = None,
+        kind: str | EntryKind | None = None,
+        reason: str | None = None,
+        hold_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Page:
+        """Entries newest first, ``limit`` at a time (at most 1000).
+
+        Filters: ``user`` (entries tagged with that user), ``account``,
+        ``kind`` (credit/debit), ``reason``, ``hold_id``, and a time range
+        ``since <= posted_at < until``.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise e.InvalidRequest(f"limit must be from 1 to {MAX_PAGE}.", field="limit")
+        after = _decode_cursor(cursor) if cursor else None
+        if kind is not None:
+            try:
+                kind = EntryKind(kind)
+            except ValueError:
+                raise e.InvalidRequest("kind must be 'credit' or 'debit'.", field="kind") from None
+        for name, when in (("since", since), ("until", until)):
+            if when is not None and when.tzinfo is None:
+                raise e.InvalidRequest(f"{name} must be timezone-aware.", field=name)
+        c = entries.c
+        conds = [c.mandate_id == mandate]
+        for col, value in (
+            (c.user_id, user),
+            (c.account_id, account),
+            (c.kind, kind.value if kind else None),
+            (c.reason, reason),
+            (c.hold_id, hold_id),
+        ):
+            if value is not None:
+                conds.append(col == value)
+        if since is not None:
+            conds.append(c.posted_at >= since)
+        if until is not None:
+            conds.append(c.posted_at < until)
+        if after is not None:
+            conds.append(
+                or_(c.posted_at < after[0], and_(c.posted_at == after[0], c.entry_id < after[1]))
+            )
+        stmt = (
+            select(entries)
+            .where(*conds)
+            .order_by(c.posted_at.desc(), c.entry_id.desc())
+            .limit(limit + 1)
+        )
+
+        def work(conn: Connection) -> Page:
+            ctx = self._ctx(conn, mandate)
+            rows = conn.execute(stmt).all()
+            items = [entry_from_row(r, ctx.currency) for r in rows[:limit]]
+            more = len(rows) > limit
+            return Page(items, _encode_cursor(items[-1]) if more and items else None)
+
+        return self._read(work)
+
+    def verify(self, mandate: str | None = None) -> list[Drift]:
+        """Recompute every account's counters from its entries and open holds.
+
+        Returns the differences found; an empty list means the ledger is sound.
+        """
+
+        def work(conn: Connection) -> list[Drift]:
+            found: list[Drift] = []
+            sums: dict[tuple[str, str], dict[str, int]] = {}
+            c = entries.c
+            q = select(
+                c.mandate_id, c.account_id, c.kind, func.coalesce(func.sum(c.amount_micros), 0)
+            ).group_by(c.mandate_id, c.account_id, c.kind)
+            if mandate is not None:
+                q = q.where(c.mandate_id == mandate)
+            for m, a, kind, total in conn.execute(q):
+                name = "credits_posted" if kind == "credit" else "debits_posted"
+                sums.setdefault((m, a), {})[name] = int(total)
+            hq = (
+                select(_H.mandate_id, _H.account_id, func.sum(_H.amount_micros))
+                .where(_H.status == HoldStatus.PENDING.value)
+                .group_by(_H.mandate_id, _H.account_id)
+            )
+            if mandate is not None:
+                hq = hq.where(_H.mandate_id == mandate)
+            for m, a, total in conn.execute(hq):
+                sums.setdefault((m, a), {})["debits_pending"] = int(total)
+            aq = select(_A.mandate_id, _A.account_id, *_COUNTERS[:3])
+            if mandate is not None:
+                aq = aq.where(_A.mandate_id == mandate)
+            for row in conn.execute(aq):
+                computed = sums.pop((row.mandate_id, row.account_id), {})
+                for name in ("credits_posted", "debits_posted", "debits_pending"):
+                    stored = getattr(row, name)
+                    if stored != computed.get(name, 0):
+                        found.append(
+                            Drift(row.mandate_id, row.account_id, name, stored, computed.get(name, 0))
+                        )
+            for (m, a), computed in sums.items():
+                for name, value in computed.items():
+                    found.append(Drift(m, a, name, 0, value))
+            return found
+
+        return self._read(work)
+
+    def sweep_expired(self, mandate: str | None = None) -> int:
+        """Expire every overdue hold (for a background sweeper); returns how many."""
+        now = self._now()
+        q = (
+            select(_H.mandate_id, _H.account_id)
+            .where(_H.status == HoldStatus.PENDING.value, _H.expires_at <= now)
+            .distinct()
+        )
+        if mandate is not None:
+            q = q.where(_H.mandate_id == mandate)
+        targets = self._read(lambda conn: conn.execute(q).all())
+        count = 0
+        for m, a in targets:
+
+            def work(conn: Connection, m: str = m, a: str = a) -> int:
+                before = conn.execute(
+                    select(func.count()).where(
+                        _H.mandate_id == m,
+                        _H.account_id == a,
+                        _H.status == HoldStatus.PENDING.value,
+                        _H.expires_at <= now,
+                    )
+                ).scalar_one()
+                self._sweep(conn, m, a, now)
+                return int(before)
+
+            count += self._write(work)
+        return count
+
+
+_COUNTERS = (_A.credits_posted, _A.debits_posted, _A.debits_pending, _A.overdraft_limit)
+
+
+def _token(nbytes: int = 12) -> str:
+    return secrets.token_hex(nbytes)
+
+
+def _mandate_of(hold_id: object) -> str:
+    if not isinstance(hold_id, str) or ":" not in hold_id:
+        raise e.InvalidRequest(f"{hold_id!r} is not a hold id.", field="hold_id")
+    return hold_id.split(":", 1)[0]
+
+
+def _expect(value: Hold | Entry | tx.Deferred, kind: type[T]) -> T:
+    if not isinstance(value, kind):  # a key stored by another operation is caught earlier
+        raise AssertionError(f"stored result is {type(value).__name__}, expected {kind.__name__}")
+    return value
+
+
+def _refusal_from_dict(data: dict[str, Any]) -> e.Refused:
+    details = data.get("details", {})
+    if data.get("code") == e.InsufficientBalance.code:
+        return e.InsufficientBalance(
+            account=details["account"],
+            available=Decimal(details["available"]),
+            required=Decimal(details["required"]),
+            currency=details["currency"],
+        )
+    err = e.Refused(data.get("message", "refused"), **details)
+    return err
+
+
+def _check_description(description: str | None) -> None:
+    if description is not None and (
+        not isinstance(description, str) or len(description) > MAX_DESCRIPTION_LENGTH
+    ):
+        raise e.InvalidRequest(
+            f"description must be text of at most {MAX_DESCRIPTION_LENGTH} characters.",
+            field="description",
+        )
+
+
+def _check_metadata(metadata: Mapping[str, str | int] | None) -> dict[str, str | int]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping) or len(metadata) > MAX_METADATA_KEYS:
+        raise e.InvalidRequest(
+            f"metadata must be a mapping of at most {MAX_METADATA_KEYS} keys.", field="metadata"
+        )
+    out: dict[str, str | int] = {}
+    for k, v in metadata.items():
+        if not isinstance(k, str) or not 0 < len(k) <= MAX_REASON_LENGTH:
+            raise e.InvalidRequest(f"metadata key {k!r} is not a short string.", field="metadata")
+        if isinstance(v, bool) or not isinstance(v, str | int) or (
+            isinstance(v, str) and len(v) > MAX_METADATA_VALUE
+        ):
+            raise e.InvalidRequest(
+                f"metadata[{k!r}] must be a string (at most {MAX_METADATA_VALUE} characters) "
+                "or an integer.",
+                field="metadata",
+            )
+        out[k] = v
+    return out
+
+
+def _encode_cursor(entry: Entry) -> str:
+    raw = f"{entry.posted_at.isoformat()}|{entry.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, entry_id = raw.split("|", 1)
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None:
+            raise ValueError
+        return when, entry_id
+    except (ValueError, UnicodeDecodeError):
+        raise e.InvalidRequest("cursor is not one that history() returned.", field="cursor") from None
+
+
+__all__ = ["Billing"]

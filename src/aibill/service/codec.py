@@ -1,0 +1,92 @@
+"""Rows to value types, and value types to JSON snapshots for idempotent replay."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row
+
+from aibill.domain.money import from_micros, to_micros
+from aibill.domain.model import Entry, EntryKind, Hold, HoldStatus
+
+
+def hold_from_row(row: Row[Any], currency: str) -> Hold:
+    m = row._mapping
+    captured = m["captured_micros"]
+    return Hold(
+        id=m["hold_id"],
+        mandate=m["mandate_id"],
+        account=m["account_id"],
+        user=m["user_id"],
+        amount=from_micros(m["amount_micros"]),
+        currency=currency,
+        status=HoldStatus(m["status"]),
+        created_at=m["created_at"],
+        expires_at=m["expires_at"],
+        resolved_at=m["resolved_at"],
+        captured_amount=None if captured is None else from_micros(captured),
+        entry_id=m["entry_id"],
+        metadata=dict(m["metadata"] or {}),
+    )
+
+
+def entry_from_row(row: Row[Any], currency: str) -> Entry:
+    m = row._mapping
+    meta = dict(m["metadata"] or {})
+    return Entry(
+        id=m["entry_id"],
+        mandate=m["mandate_id"],
+        account=m["account_id"],
+        kind=EntryKind(m["kind"]),
+        amount=from_micros(m["amount_micros"]),
+        currency=currency,
+        reason=m["reason"],
+        posted_at=m["posted_at"],
+        balance_after=from_micros(m["balance_after_micros"]),
+        user=m["user_id"],
+        hold_id=m["hold_id"],
+        over_balance=bool(m["over_balance"]),
+        shortfall=from_micros(m["shortfall_micros"]),
+        captured_after_expiry=bool(m["captured_after_expiry"]),
+        corrects=m["corrects_entry_id"],
+        description=m["description"],
+        metadata=meta,
+    )
+
+
+_DECIMALS = {"amount", "captured_amount", "balance_after", "shortfall"}
+_TIMES = {"created_at", "expires_at", "resolved_at", "posted_at"}
+
+
+def snapshot(value: Hold | Entry) -> dict[str, Any]:
+    """A JSON-ready copy of a result, to replay it exactly later."""
+    out: dict[str, Any] = {"type": type(value).__name__}
+    for name in value.__slots__:
+        if name == "replayed":
+            continue
+        v = getattr(value, name)
+        if name in _DECIMALS and v is not None:
+            v = str(v)
+        elif name in _TIMES and v is not None:
+            v = v.isoformat()
+        elif name in ("status", "kind"):
+            v = str(v)
+        out[name] = v
+    return out
+
+
+def from_snapshot(data: dict[str, Any]) -> Hold | Entry:
+    data = dict(data)
+    kind = data.pop("type")
+    for name in _DECIMALS:
+        if data.get(name) is not None:
+            data[name] = from_micros(to_micros(data[name], allow_zero=True))
+    for name in _TIMES:
+        if data.get(name) is not None:
+            data[name] = datetime.fromisoformat(data[name])
+    if kind == "Hold":
+        data["status"] = HoldStatus(data["status"])
+        return Hold(**data).as_replay()
+    data["kind"] = EntryKind(data["kind"])
+    return Entry(**data).as_replay()

@@ -1,0 +1,86 @@
+"""Running a unit of work: one transaction, retried a bounded number of times
+when the database says "try again" (PostgreSQL serialization failure or
+deadlock, SQLite busy, or a unique key that a racing transaction took first,
+after which the retry reads what that transaction wrote).
+
+Anything else the driver raises is translated into ``StoreUnavailable`` with
+the original attached, so callers only ever see aibill's error tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from aibill.domain.errors import AibillError, StoreUnavailable
+
+T = TypeVar("T")
+log = logging.getLogger("aibill.store")
+
+MAX_ATTEMPTS = 8
+BACKOFF_BASE_S = 0.002
+BACKOFF_CAP_S = 0.25
+
+_PG_RETRY = {"40001", "40P01", "55P03"}  # serialization_failure, deadlock_detected, lock_not_available
+_PG_UNIQUE = "23505"
+
+
+class Deferred(Exception):  # noqa: N818 - not an error: an outcome to raise after commit
+    """Carries a business refusal out of a transaction that must still commit
+    (the refusal is stored under its idempotency key)."""
+
+    def __init__(self, error: AibillError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)
+
+
+def is_retryable(exc: DBAPIError) -> bool:
+    state = _sqlstate(exc)
+    if state is not None:
+        return state in _PG_RETRY or state == _PG_UNIQUE
+    if isinstance(exc, IntegrityError):
+        return "UNIQUE constraint failed" in str(exc.orig)
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig).lower()
+        return "database is locked" in text or "busy" in text
+    return False
+
+
+def run(
+    engine: Engine, work: Callable[[Connection], T | Deferred], *, read_only: bool = False
+) -> T:
+    """Run ``work`` in one transaction; commit when it returns.
+
+    ``work`` may return a ``Deferred`` refusal: the transaction commits and the
+    refusal is raised afterwards.
+    """
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            with engine.connect() as conn:
+                if read_only:
+                    conn = conn.execution_options(aibill_read_only=True)
+                with conn.begin():
+                    result = work(conn)
+        except DBAPIError as exc:
+            if is_retryable(exc) and attempt < MAX_ATTEMPTS:
+                delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * random.random()
+                log.info("retrying transaction (attempt %d): %s", attempt, exc.orig)
+                time.sleep(delay)
+                continue
+            raise StoreUnavailable(
+                f"The database could not complete the operation: {exc.orig}"
+            ) from exc
+        if isinstance(result, Deferred):
+            raise result.error
+        return result
+    raise AssertionError("unreachable")  # pragma: no cover

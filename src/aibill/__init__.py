@@ -1,11 +1,11 @@
 """aibill: billing for AI usage.
 
-    import aibill
-    billing = aibill.connect("sqlite:///aibill.db")
-    billing.create_mandate("acme", billing_model="prepay_mandate", currency="CHF")
-    billing.credit("acme", Decimal("100"), idempotency_key="pay-1")
-    hold = billing.hold("acme", amount=Decimal("0.50"), idempotency_key="call-1")
-    billing.capture(hold.id, amount=Decimal("0.31"))
+import aibill
+billing = aibill.connect("sqlite:///aibill.db")
+billing.create_mandate("acme", billing_model="prepay_mandate", currency="CHF")
+billing.credit("acme", Decimal("100"), idempotency_key="pay-1")
+hold = billing.hold("acme", amount=Decimal("0.50"), idempotency_key="call-1")
+billing.capture(hold.id, amount=Decimal("0.31"))
 """
 
 from __future__ import annotations

@@ -4,23 +4,23 @@ Every error carries a stable machine ``code`` and a message a person
 understands. The tree::
 
     AibillError
-    ├── InvalidRequest            invalid_request     the call itself is malformed; nothing stored
+    ├── InvalidRequest            invalid_request     the call is malformed; nothing stored
     │   └── InvalidAmount         invalid_amount      float, negative, zero, too many decimals
     ├── NotFound                  not_found
     │   ├── UnknownMandate        unknown_mandate
     │   ├── UnknownUser           unknown_user
     │   ├── UnknownAccount        unknown_account
     │   └── HoldNotFound          hold_not_found
-    ├── Refused                   refused             a business refusal; stored and replayed by key
+    ├── Refused                   refused             a business refusal; stored, replayed
     │   └── InsufficientBalance   insufficient_balance
     ├── Conflict                  conflict
-    │   ├── IdempotencyConflict   idempotency_conflict   same key, different arguments (names the field)
+    │   ├── IdempotencyConflict   idempotency_conflict   same key, other arguments (names the field)
     │   ├── AlreadyExists         already_exists         same name, different settings
     │   ├── HoldAlreadyCaptured   hold_already_captured
     │   └── HoldAlreadyReleased   hold_already_released
     ├── PermissionDenied          permission_denied
     │   └── NotAMember            not_a_member
-    └── StoreUnavailable          store_unavailable   the database kept failing after bounded retries
+    └── StoreUnavailable          store_unavailable   the database failed after bounded retries
 
 Business refusals (``Refused``) are outcomes, not faults: the first outcome
 of an idempotency key is stored and a retry with that key gets the same

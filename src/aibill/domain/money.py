@@ -28,7 +28,7 @@ def to_micros(amount: object, *, field: str = "amount", allow_zero: bool = False
     (unless ``allow_zero``), amounts with more than six decimal places and
     amounts above ``MAX_AMOUNT_MICROS``.
     """
-    if isinstance(amount, bool) or isinstance(amount, float):
+    if isinstance(amount, bool | float):
         raise InvalidAmount(
             f"{field} must be a Decimal, an int or a decimal string, not {type(amount).__name__}: "
             "floats cannot carry money exactly (write Decimal('0.10')).",
@@ -42,7 +42,9 @@ def to_micros(amount: object, *, field: str = "amount", allow_zero: bool = False
         try:
             value = Decimal(amount.strip())
         except InvalidOperation:
-            raise InvalidAmount(f"{field} {amount!r} is not a decimal number.", field=field) from None
+            raise InvalidAmount(
+                f"{field} {amount!r} is not a decimal number.", field=field
+            ) from None
     else:
         raise InvalidAmount(
             f"{field} must be a Decimal, an int or a decimal string, not {type(amount).__name__}.",

@@ -41,7 +41,15 @@ from aibill.domain.model import (
 from aibill.domain.money import check_currency, from_micros, to_micros
 from aibill.service.codec import entry_from_row, from_snapshot, hold_from_row, snapshot
 from aibill.store import tx
-from aibill.store.schema import accounts, entries, holds, idempotency_keys, mandates, memberships, users
+from aibill.store.schema import (
+    accounts,
+    entries,
+    holds,
+    idempotency_keys,
+    mandates,
+    memberships,
+    users,
+)
 
 T = TypeVar("T")
 
@@ -238,13 +246,13 @@ class Billing:
         def work(conn: Connection) -> Mandate:
             row = conn.execute(select(mandates).where(mandates.c.mandate_id == mandate)).first()
             if row is not None:
-                for name, first, now in (
+                for name, stored, asked in (
                     ("billing_model", row.billing_model, model.value),
                     ("currency", row.currency, currency),
                 ):
-                    if first != now:
+                    if stored != asked:
                         raise e.AlreadyExists(
-                            f"Mandate {mandate!r} exists with {name}={first!r}, not {now!r}.",
+                            f"Mandate {mandate!r} exists with {name}={stored!r}, not {asked!r}.",
                             mandate=mandate,
                             field=name,
                         )
@@ -322,7 +330,9 @@ class Billing:
 
         self._write(work)
 
-    def set_overdraft_limit(self, mandate: str, amount: Decimal, *, user: str | None = None) -> Balance:
+    def set_overdraft_limit(
+        self, mandate: str, amount: Decimal, *, user: str | None = None
+    ) -> Balance:
         """How far the account may go below zero for holds and usage (0 by default)."""
         limit = to_micros(amount, field="overdraft_limit", allow_zero=True)
 
@@ -418,12 +428,22 @@ class Billing:
         """
         micros = to_micros(amount)
         key = check_key(idempotency_key)
-        if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= MAX_HOLD_TTL_S:
+        if (
+            isinstance(ttl_s, bool)
+            or not isinstance(ttl_s, int)
+            or not 1 <= ttl_s <= MAX_HOLD_TTL_S
+        ):
             raise e.InvalidRequest(
-                f"ttl_s must be a whole number of seconds from 1 to {MAX_HOLD_TTL_S}.", field="ttl_s"
+                f"ttl_s must be a whole number of seconds from 1 to {MAX_HOLD_TTL_S}.",
+                field="ttl_s",
             )
         meta = _check_metadata(metadata)
-        request = {"amount": str(from_micros(micros)), "user": user, "ttl_s": ttl_s, "metadata": meta}
+        request = {
+            "amount": str(from_micros(micros)),
+            "user": user,
+            "ttl_s": ttl_s,
+            "metadata": meta,
+        }
 
         def work(conn: Connection) -> Hold | tx.Deferred:
             ctx = self._ctx(conn, mandate)
@@ -496,7 +516,11 @@ class Billing:
         mandate = _mandate_of(hold_id)
         key = check_key(idempotency_key) if idempotency_key is not None else None
         _check_description(description)
-        request = {"hold_id": hold_id, "amount": str(from_micros(micros)), "description": description}
+        request = {
+            "hold_id": hold_id,
+            "amount": str(from_micros(micros)),
+            "description": description,
+        }
 
         def work(conn: Connection) -> Entry:
             ctx = self._ctx(conn, mandate)
@@ -703,7 +727,7 @@ class Billing:
         """How much of a just-posted debit the account could not cover."""
         if not ctx.model.enforced:
             return 0
-        available = (
+        available: int = (
             acct.credits_posted - acct.debits_posted - acct.debits_pending + acct.overdraft_limit
         )
         return min(micros, max(0, -available))
@@ -716,7 +740,9 @@ class Billing:
             raise e.UnknownAccount(
                 f"Mandate {ctx.mandate!r} has no account {account!r}.", account=account
             )
-        available = row.credits_posted - row.debits_posted - row.debits_pending + row.overdraft_limit
+        available = (
+            row.credits_posted - row.debits_posted - row.debits_pending + row.overdraft_limit
+        )
         return e.InsufficientBalance(
             account=account,
             available=from_micros(available),
@@ -804,7 +830,9 @@ class Billing:
 
     def _entry_by_id(self, conn: Connection, ctx: _Ctx, entry_id: str) -> Entry:
         row = conn.execute(
-            select(entries).where(entries.c.mandate_id == ctx.mandate, entries.c.entry_id == entry_id)
+            select(entries).where(
+                entries.c.mandate_id == ctx.mandate, entries.c.entry_id == entry_id
+            )
         ).one()
         return entry_from_row(row, ctx.currency)
 
@@ -961,7 +989,9 @@ class Billing:
                     stored = getattr(row, name)
                     if stored != computed.get(name, 0):
                         found.append(
-                            Drift(row.mandate_id, row.account_id, name, stored, computed.get(name, 0))
+                            Drift(
+                                row.mandate_id, row.account_id, name, stored, computed.get(name, 0)
+                            )
                         )
             for (m, a), computed in sums.items():
                 for name, value in computed.items():
@@ -1053,8 +1083,10 @@ def _check_metadata(metadata: Mapping[str, str | int] | None) -> dict[str, str |
     for k, v in metadata.items():
         if not isinstance(k, str) or not 0 < len(k) <= MAX_REASON_LENGTH:
             raise e.InvalidRequest(f"metadata key {k!r} is not a short string.", field="metadata")
-        if isinstance(v, bool) or not isinstance(v, str | int) or (
-            isinstance(v, str) and len(v) > MAX_METADATA_VALUE
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, str | int)
+            or (isinstance(v, str) and len(v) > MAX_METADATA_VALUE)
         ):
             raise e.InvalidRequest(
                 f"metadata[{k!r}] must be a string (at most {MAX_METADATA_VALUE} characters) "
@@ -1079,7 +1111,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
             raise ValueError
         return when, entry_id
     except (ValueError, UnicodeDecodeError):
-        raise e.InvalidRequest("cursor is not one that history() returned.", field="cursor") from None
+        raise e.InvalidRequest(
+            "cursor is not one that history() returned.", field="cursor"
+        ) from None
 
 
 __all__ = ["Billing"]

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from aibill.domain.money import from_micros, to_micros
 from aibill.domain.model import Entry, EntryKind, Hold, HoldStatus
+from aibill.domain.money import from_micros, to_micros
 
 
 def hold_from_row(row: Row[Any], currency: str) -> Hold:

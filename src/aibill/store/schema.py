@@ -99,7 +99,9 @@ holds = Table(
     Column("captured_micros", BigInteger, nullable=True),
     Column("entry_id", String(64), nullable=True),
     Column("metadata", JSON, nullable=False),
-    ForeignKeyConstraint(["mandate_id", "account_id"], ["accounts.mandate_id", "accounts.account_id"]),
+    ForeignKeyConstraint(
+        ["mandate_id", "account_id"], ["accounts.mandate_id", "accounts.account_id"]
+    ),
     CheckConstraint("amount_micros > 0", name="amount_positive"),
     CheckConstraint(
         "status IN ('pending', 'captured', 'released', 'expired')", name="status_known"
@@ -130,7 +132,9 @@ entries = Table(
     Column("corrects_entry_id", String(64), nullable=True),
     Column("description", Text, nullable=True),
     Column("metadata", JSON, nullable=False),
-    ForeignKeyConstraint(["mandate_id", "account_id"], ["accounts.mandate_id", "accounts.account_id"]),
+    ForeignKeyConstraint(
+        ["mandate_id", "account_id"], ["accounts.mandate_id", "accounts.account_id"]
+    ),
     ForeignKeyConstraint(
         ["mandate_id", "corrects_entry_id"], ["entries.mandate_id", "entries.entry_id"]
     ),

@@ -27,11 +27,15 @@ MAX_ATTEMPTS = 8
 BACKOFF_BASE_S = 0.002
 BACKOFF_CAP_S = 0.25
 
-_PG_RETRY = {"40001", "40P01", "55P03"}  # serialization_failure, deadlock_detected, lock_not_available
+_PG_RETRY = {
+    "40001",
+    "40P01",
+    "55P03",
+}  # serialization_failure, deadlock_detected, lock_not_available
 _PG_UNIQUE = "23505"
 
 
-class Deferred(Exception):  # noqa: N818 - not an error: an outcome to raise after commit
+class Deferred(Exception):
     """Carries a business refusal out of a transaction that must still commit
     (the refusal is stored under its idempotency key)."""
 
@@ -66,9 +70,8 @@ def run(
     """
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            with engine.connect() as conn:
-                if read_only:
-                    conn = conn.execution_options(aibill_read_only=True)
+            with engine.connect() as raw:
+                conn = raw.execution_options(aibill_read_only=True) if read_only else raw
                 with conn.begin():
                     result = work(conn)
         except DBAPIError as exc:

@@ -153,6 +153,8 @@ def test_unlimited_records_everything_and_may_go_negative(billing: Billing) -> N
     assert entry.balance_after == D("-70") and not entry.over_balance
     usage = billing.record_usage(m, amount=D("5"), idempotency_key="u")
     assert not usage.over_balance
+    replay = billing.record_usage(m, amount=D("5"), idempotency_key="u")
+    assert replay.replayed and replay.balance_after == D("-75") == usage.balance_after
     assert billing.balance(m).balance == D("-75")
     assert billing.verify() == []
 

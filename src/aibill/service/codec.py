@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row
 
 from aibill.domain.model import Entry, EntryKind, Hold, HoldStatus
-from aibill.domain.money import from_micros, to_micros
+from aibill.domain.money import MICRO, from_micros
 
 
 def hold_from_row(row: Row[Any], currency: str) -> Hold:
@@ -81,7 +82,7 @@ def from_snapshot(data: dict[str, Any]) -> Hold | Entry:
     kind = data.pop("type")
     for name in _DECIMALS:
         if data.get(name) is not None:
-            data[name] = from_micros(to_micros(data[name], allow_zero=True))
+            data[name] = Decimal(data[name]).quantize(MICRO)
     for name in _TIMES:
         if data.get(name) is not None:
             data[name] = datetime.fromisoformat(data[name])

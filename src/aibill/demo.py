@@ -60,4 +60,4 @@ def run(billing: Billing) -> None:
     _line(billing, "demo-corp")
 
     drift = billing.verify()
-    print(f"\nverify: {'ledger is sound' if not drift else drift}")
+    print(f"\nverify: {drift if drift else 'ledger is sound'}")

@@ -13,6 +13,7 @@ import base64
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -67,12 +68,15 @@ _H = holds.c
 class _Ctx:
     """What one operation knows about its mandate, read inside its transaction."""
 
-    __slots__ = ("currency", "mandate", "model")
+    __slots__ = ("currency", "mandate", "member", "model", "stored", "user")
 
     def __init__(self, mandate: str, model: BillingModel, currency: str) -> None:
         self.mandate = mandate
         self.model = model
         self.currency = currency
+        self.user: str | None = None
+        self.member = False
+        self.stored: tuple[str, dict[str, Any], str, dict[str, Any]] | None = None
 
 
 class Billing:
@@ -117,31 +121,42 @@ class Billing:
     def _insert(self, conn: Connection, table: Any, **values: Any) -> None:
         conn.execute(table.insert().values(**values))
 
-    def _ctx(self, conn: Connection, mandate: str) -> _Ctx:
-        row = conn.execute(
-            select(mandates.c.billing_model, mandates.c.currency).where(
-                mandates.c.mandate_id == mandate
+    def _ctx(
+        self, conn: Connection, mandate: str, *, user: str | None = None, key: str | None = None
+    ) -> _Ctx:
+        """Read the mandate, the user's membership and the idempotency key in one query."""
+        m, mb, k = mandates.c, memberships.c, idempotency_keys.c
+        cols: list[Any] = [m.billing_model, m.currency]
+        stmt = select().select_from(mandates)
+        if user is not None:
+            stmt = stmt.outerjoin(
+                memberships, and_(mb.mandate_id == m.mandate_id, mb.user_id == user)
             )
-        ).first()
+            cols.append(mb.user_id.label("member"))
+        if key is not None:
+            stmt = stmt.outerjoin(
+                idempotency_keys, and_(k.mandate_id == m.mandate_id, k.idempotency_key == key)
+            )
+            cols += [k.operation, k.request, k.outcome, k.result]
+        row = conn.execute(stmt.add_columns(*cols).where(m.mandate_id == mandate)).first()
         if row is None:
             raise e.UnknownMandate(mandate)
-        return _Ctx(mandate, BillingModel(row.billing_model), row.currency)
-
-    def _require_member(self, conn: Connection, mandate: str, user: str) -> None:
-        found = conn.execute(
-            select(memberships.c.user_id).where(
-                memberships.c.mandate_id == mandate, memberships.c.user_id == user
-            )
-        ).first()
-        if found is None:
-            if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first() is None:
-                raise e.UnknownUser(user)
-            raise e.NotAMember(mandate, user)
+        ctx = _Ctx(mandate, BillingModel(row.billing_model), row.currency)
+        if user is not None:
+            ctx.user, ctx.member = user, row.member is not None
+        if key is not None and row.operation is not None:
+            ctx.stored = (row.operation, row.request, row.outcome, row.result)
+        return ctx
 
     def _account_for(self, conn: Connection, ctx: _Ctx, user: str | None) -> str:
         """The account the mandate's billing model names for this user."""
         if user is not None:
-            self._require_member(conn, ctx.mandate, user)
+            if ctx.user != user:  # membership not read with the mandate
+                ctx = self._ctx(conn, ctx.mandate, user=user)
+            if not ctx.member:
+                if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first():
+                    raise e.NotAMember(ctx.mandate, user)
+                raise e.UnknownUser(user)
         if ctx.model is BillingModel.PREPAY_USER:
             if user is None:
                 raise e.InvalidRequest(
@@ -151,8 +166,9 @@ class Billing:
             return wallet_account(user)
         return POOL_ACCOUNT
 
-    def _sweep(self, conn: Connection, mandate: str, account: str, now: datetime) -> None:
-        """Expire the account's overdue holds, freeing their reservations."""
+    def _sweep(self, conn: Connection, mandate: str, account: str, now: datetime) -> int:
+        """Expire the account's overdue holds, freeing their reservations; returns
+        how many micro-units were freed."""
         rows = conn.execute(
             update(holds)
             .where(
@@ -164,40 +180,30 @@ class Billing:
             .values(status=HoldStatus.EXPIRED.value, resolved_at=now)
             .returning(_H.amount_micros)
         ).all()
-        freed = sum(r.amount_micros for r in rows)
+        freed: int = sum(r.amount_micros for r in rows)
         if freed:
             conn.execute(
                 update(accounts)
                 .where(_A.mandate_id == mandate, _A.account_id == account)
                 .values(debits_pending=_A.debits_pending - freed)
             )
+        return freed
 
     def _replay(
-        self, conn: Connection, mandate: str, key: str, operation: str, request: dict[str, Any]
+        self, ctx: _Ctx, key: str, operation: str, request: dict[str, Any]
     ) -> Hold | Entry | tx.Deferred | None:
-        """The stored first outcome of ``key``, or None if the key is new."""
-        row = conn.execute(
-            select(
-                idempotency_keys.c.operation,
-                idempotency_keys.c.request,
-                idempotency_keys.c.outcome,
-                idempotency_keys.c.result,
-            ).where(
-                idempotency_keys.c.mandate_id == mandate,
-                idempotency_keys.c.idempotency_key == key,
-            )
-        ).first()
-        if row is None:
+        """The stored first outcome of ``key`` (read by ``_ctx``), or None if the key is new."""
+        if ctx.stored is None:
             return None
-        if row.operation != operation:
-            raise e.IdempotencyConflict(key, "operation", row.operation, operation)
-        first: dict[str, Any] = row.request
+        stored_operation, first, outcome, result = ctx.stored
+        if stored_operation != operation:
+            raise e.IdempotencyConflict(key, "operation", stored_operation, operation)
         for name in sorted(set(first) | set(request)):
             if first.get(name) != request.get(name):
                 raise e.IdempotencyConflict(key, name, first.get(name), request.get(name))
-        if row.outcome == "refused":
-            return tx.Deferred(_refusal_from_dict(row.result))
-        return from_snapshot(row.result)
+        if outcome == "refused":
+            return tx.Deferred(_refusal_from_dict(result))
+        return from_snapshot(result)
 
     def _remember(
         self,
@@ -337,7 +343,7 @@ class Billing:
         limit = to_micros(amount, field="overdraft_limit", allow_zero=True)
 
         def work(conn: Connection) -> Balance:
-            ctx = self._ctx(conn, mandate)
+            ctx = self._ctx(conn, mandate, user=user)
             account = self._account_for(conn, ctx, user)
             conn.execute(
                 update(accounts)
@@ -379,8 +385,8 @@ class Billing:
         }
 
         def work(conn: Connection) -> Entry | tx.Deferred:
-            ctx = self._ctx(conn, mandate)
-            replay = self._replay(conn, mandate, key, "credit", request)
+            ctx = self._ctx(conn, mandate, user=user, key=key)
+            replay = self._replay(ctx, key, "credit", request)
             if replay is not None:
                 return _expect(replay, Entry)
             account = self._account_for(conn, ctx, user)
@@ -446,22 +452,15 @@ class Billing:
         }
 
         def work(conn: Connection) -> Hold | tx.Deferred:
-            ctx = self._ctx(conn, mandate)
-            replay = self._replay(conn, mandate, key, "hold", request)
+            ctx = self._ctx(conn, mandate, user=user, key=key)
+            replay = self._replay(ctx, key, "hold", request)
             if replay is not None:
                 return replay if isinstance(replay, tx.Deferred) else _expect(replay, Hold)
             account = self._account_for(conn, ctx, user)
             now = self._now()
-            self._sweep(conn, mandate, account, now)
-            stmt = update(accounts).where(_A.mandate_id == mandate, _A.account_id == account)
-            if ctx.model.enforced:
-                stmt = stmt.where(
-                    _A.credits_posted - _A.debits_posted - _A.debits_pending + _A.overdraft_limit
-                    >= micros
-                )
-            changed = conn.execute(
-                stmt.values(debits_pending=_A.debits_pending + micros).returning(_A.account_id)
-            ).first()
+            changed = self._take(
+                conn, ctx, account, micros, now, pending=True, enforce=ctx.model.enforced
+            )
             if changed is None:
                 refusal = self._insufficient(conn, ctx, account, micros)
                 self._remember(conn, mandate, key, "hold", request, refusal, now)
@@ -523,9 +522,9 @@ class Billing:
         }
 
         def work(conn: Connection) -> Entry:
-            ctx = self._ctx(conn, mandate)
+            ctx = self._ctx(conn, mandate, key=key)
             if key is not None:
-                replay = self._replay(conn, mandate, key, "capture", request)
+                replay = self._replay(ctx, key, "capture", request)
                 if replay is not None:
                     return _expect(replay, Entry)
             row = self._lock_hold(conn, mandate, hold_id)
@@ -561,9 +560,10 @@ class Billing:
         now: datetime,
         description: str | None,
     ) -> Entry:
-        self._sweep(conn, ctx.mandate, row.account_id, now)
         expired = row.status == HoldStatus.EXPIRED.value or row.expires_at <= now
-        freed = 0 if expired else row.amount_micros
+        # A pending hold still carries its reservation, overdue or not: free it here.
+        freed = row.amount_micros if row.status == HoldStatus.PENDING.value else 0
+        entry_id = _entry_id()
         acct = conn.execute(
             update(accounts)
             .where(_A.mandate_id == ctx.mandate, _A.account_id == row.account_id)
@@ -573,10 +573,29 @@ class Billing:
             )
             .returning(*_COUNTERS)
         ).one()
+        conn.execute(
+            update(holds)
+            .where(_H.mandate_id == ctx.mandate, _H.hold_id == row.hold_id)
+            .values(
+                status=HoldStatus.CAPTURED.value,
+                resolved_at=now,
+                captured_micros=micros,
+                entry_id=entry_id,
+            )
+        )
         shortfall = self._shortfall(ctx, acct, micros)
-        entry = self._post(
+        if shortfall and self._sweep(conn, ctx.mandate, row.account_id, now):
+            # Other holds had expired; with their money free the shortfall may shrink.
+            acct = conn.execute(
+                select(*_COUNTERS).where(
+                    _A.mandate_id == ctx.mandate, _A.account_id == row.account_id
+                )
+            ).one()
+            shortfall = self._shortfall(ctx, acct, micros)
+        return self._post(
             conn,
             ctx,
+            entry_id=entry_id,
             account=row.account_id,
             kind=EntryKind.DEBIT,
             micros=micros,
@@ -590,17 +609,6 @@ class Billing:
             description=description,
             metadata=dict(row.metadata or {}),
         )
-        conn.execute(
-            update(holds)
-            .where(_H.mandate_id == ctx.mandate, _H.hold_id == row.hold_id)
-            .values(
-                status=HoldStatus.CAPTURED.value,
-                resolved_at=now,
-                captured_micros=micros,
-                entry_id=entry.id,
-            )
-        )
-        return entry
 
     def release(self, hold_id: str, *, idempotency_key: str | None = None) -> Hold:
         """Free a hold without a debit (the call failed or never started).
@@ -614,9 +622,9 @@ class Billing:
         request = {"hold_id": hold_id}
 
         def work(conn: Connection) -> Hold:
-            ctx = self._ctx(conn, mandate)
+            ctx = self._ctx(conn, mandate, key=key)
             if key is not None:
-                replay = self._replay(conn, mandate, key, "release", request)
+                replay = self._replay(ctx, key, "release", request)
                 if replay is not None:
                     return _expect(replay, Hold)
             row = self._lock_hold(conn, mandate, hold_id)
@@ -629,21 +637,19 @@ class Billing:
                     entry_id=row.entry_id,
                 )
             if status is HoldStatus.PENDING:
-                self._sweep(conn, mandate, row.account_id, now)
-                row = self._lock_hold(conn, mandate, hold_id)
-            if row.status == HoldStatus.PENDING.value:
+                # Past its time the hold has expired, whether or not a sweep saw it yet.
+                ended = HoldStatus.EXPIRED if row.expires_at <= now else HoldStatus.RELEASED
                 conn.execute(
                     update(holds)
                     .where(_H.mandate_id == mandate, _H.hold_id == hold_id)
-                    .values(status=HoldStatus.RELEASED.value, resolved_at=now)
+                    .values(status=ended.value, resolved_at=now)
                 )
                 conn.execute(
                     update(accounts)
                     .where(_A.mandate_id == mandate, _A.account_id == row.account_id)
                     .values(debits_pending=_A.debits_pending - row.amount_micros)
                 )
-                row = self._lock_hold(conn, mandate, hold_id)
-                hold = hold_from_row(row, ctx.currency)
+                hold = replace(hold_from_row(row, ctx.currency), status=ended, resolved_at=now)
             elif status is HoldStatus.RELEASED:
                 hold = hold_from_row(row, ctx.currency).as_replay()
             else:
@@ -684,22 +690,14 @@ class Billing:
         }
 
         def work(conn: Connection) -> Entry | tx.Deferred:
-            ctx = self._ctx(conn, mandate)
-            replay = self._replay(conn, mandate, key, "record_usage", request)
+            ctx = self._ctx(conn, mandate, user=user, key=key)
+            replay = self._replay(ctx, key, "record_usage", request)
             if replay is not None:
                 return replay if isinstance(replay, tx.Deferred) else _expect(replay, Entry)
             account = self._account_for(conn, ctx, user)
             now = self._now()
-            self._sweep(conn, mandate, account, now)
-            stmt = update(accounts).where(_A.mandate_id == mandate, _A.account_id == account)
-            if ctx.model.enforced and not already_happened:
-                stmt = stmt.where(
-                    _A.credits_posted - _A.debits_posted - _A.debits_pending + _A.overdraft_limit
-                    >= micros
-                )
-            acct = conn.execute(
-                stmt.values(debits_posted=_A.debits_posted + micros).returning(*_COUNTERS)
-            ).first()
+            enforce = ctx.model.enforced and not already_happened
+            acct = self._take(conn, ctx, account, micros, now, pending=False, enforce=enforce)
             if acct is None:
                 refusal = self._insufficient(conn, ctx, account, micros)
                 self._remember(conn, mandate, key, "record_usage", request, refusal, now)
@@ -722,6 +720,39 @@ class Billing:
             return entry
 
         return self._write(work)
+
+    def _take(
+        self,
+        conn: Connection,
+        ctx: _Ctx,
+        account: str,
+        micros: int,
+        now: datetime,
+        *,
+        pending: bool,
+        enforce: bool,
+    ) -> Any:
+        """Add ``micros`` to the account's pending (a hold) or posted debits.
+
+        With ``enforce`` the change happens only if ``available >= micros`` at
+        that instant (one conditional UPDATE: the atomic check). If it is
+        refused, overdue holds are expired first and the check runs once more,
+        so an expired reservation never blocks a hold. Returns the account's
+        counters after the change, or None when refused.
+        """
+        column = _A.debits_pending if pending else _A.debits_posted
+        stmt = (
+            update(accounts)
+            .where(_A.mandate_id == ctx.mandate, _A.account_id == account)
+            .values({column: column + micros})
+            .returning(*_COUNTERS)
+        )
+        if enforce:
+            stmt = stmt.where(_AVAILABLE >= micros)  # noqa: SIM300 - a SQL expression
+        row = conn.execute(stmt).first()
+        if row is None and enforce and self._sweep(conn, ctx.mandate, account, now):
+            row = conn.execute(stmt).first()
+        return row
 
     def _shortfall(self, ctx: _Ctx, acct: Any, micros: int) -> int:
         """How much of a just-posted debit the account could not cover."""
@@ -768,9 +799,10 @@ class Billing:
         description: str | None = None,
         corrects: str | None = None,
         metadata: dict[str, Any] | None = None,
+        entry_id: str | None = None,
     ) -> Entry:
         entry = Entry(
-            id=f"e{time.time_ns() // 1000:014x}{_token(5)}",
+            id=entry_id or _entry_id(),
             mandate=ctx.mandate,
             account=account,
             kind=kind,
@@ -839,15 +871,34 @@ class Billing:
     # ----------------------------------------------------------------- reading
 
     def balance(self, mandate: str, *, user: str | None = None) -> Balance:
-        """The account the billing model names for ``user``, after expiring overdue holds."""
+        """The account the billing model names for ``user``.
 
-        def work(conn: Connection) -> Balance:
-            ctx = self._ctx(conn, mandate)
+        Overdue holds no longer count as pending: if the account has any, they
+        are expired first (a short write); otherwise this only reads.
+        """
+
+        def read(conn: Connection) -> Balance | None:
+            ctx = self._ctx(conn, mandate, user=user)
+            account = self._account_for(conn, ctx, user)
+            overdue = conn.execute(
+                select(_H.hold_id)
+                .where(
+                    _H.mandate_id == mandate,
+                    _H.account_id == account,
+                    _H.status == HoldStatus.PENDING.value,
+                    _H.expires_at <= self._now(),
+                )
+                .limit(1)
+            ).first()
+            return None if overdue else self._balance(conn, ctx, account)
+
+        def sweep(conn: Connection) -> Balance:
+            ctx = self._ctx(conn, mandate, user=user)
             account = self._account_for(conn, ctx, user)
             self._sweep(conn, mandate, account, self._now())
             return self._balance(conn, ctx, account)
 
-        return self._write(work)
+        return self._read(read) or self._write(sweep)
 
     def _balance(self, conn: Connection, ctx: _Ctx, account: str) -> Balance:
         row = conn.execute(
@@ -1031,10 +1082,16 @@ class Billing:
 
 
 _COUNTERS = (_A.credits_posted, _A.debits_posted, _A.debits_pending, _A.overdraft_limit)
+_AVAILABLE = _A.credits_posted - _A.debits_posted - _A.debits_pending + _A.overdraft_limit
 
 
 def _token(nbytes: int = 12) -> str:
     return secrets.token_hex(nbytes)
+
+
+def _entry_id() -> str:
+    """Unique, and roughly in posting order (a tiebreak for equal posting times)."""
+    return f"e{time.time_ns() // 1000:014x}{_token(5)}"
 
 
 def _mandate_of(hold_id: object) -> str:

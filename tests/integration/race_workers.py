@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import aibill
 
-BARRIER_TIMEOUT_S = 60
-JOIN_TIMEOUT_S = 120
+BARRIER_TIMEOUT_S = 30
+JOIN_TIMEOUT_S = 60
 
 
 class Outcome(NamedTuple):

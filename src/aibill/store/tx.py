@@ -60,6 +60,15 @@ def is_retryable(exc: DBAPIError) -> bool:
     return False
 
 
+def _read_options(engine: Engine) -> dict[str, object]:
+    """Reads see one snapshot: on PostgreSQL a REPEATABLE READ transaction, so
+    a report's several SELECTs (verify, a history page) agree with each other
+    while writers commit; SQLite's deferred transaction is already one snapshot."""
+    if engine.dialect.name == "postgresql":
+        return {"aibill_read_only": True, "isolation_level": "REPEATABLE READ"}
+    return {"aibill_read_only": True}
+
+
 def run(
     engine: Engine, work: Callable[[Connection], T | Deferred], *, read_only: bool = False
 ) -> T:
@@ -71,7 +80,7 @@ def run(
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             with engine.connect() as raw:
-                conn = raw.execution_options(aibill_read_only=True) if read_only else raw
+                conn = raw.execution_options(**_read_options(engine)) if read_only else raw
                 with conn.begin():
                     result = work(conn)
         except DBAPIError as exc:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from decimal import Decimal as D
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 import aibill
@@ -459,9 +459,7 @@ def test_verify_reports_drift(billing: Billing) -> None:
     assert billing.verify("other") == []
 
 
-@pytest.mark.parametrize(
-    "sql", ["UPDATE entries SET amount_micros = 1", "DELETE FROM entries"]
-)
+@pytest.mark.parametrize("sql", ["UPDATE entries SET amount_micros = 1", "DELETE FROM entries"])
 def test_entries_cannot_be_changed_or_deleted(billing: Billing, sql: str) -> None:
     m = funded(billing, amount="10")
     with pytest.raises(DBAPIError, match="append-only"), billing.engine.begin() as conn:
@@ -515,3 +513,21 @@ def test_connect_twice_keeps_the_data(db_url: str) -> None:
     second = aibill.connect(db_url)
     assert second.balance("acme").balance == D("3")
     second.close()
+
+
+def test_a_connection_cut_by_the_server_is_retried(billing: Billing, backend: str) -> None:
+    if backend != "postgres":
+        pytest.skip("only a server can cut a connection")
+    m = funded(billing, amount="10")
+    with billing.engine.connect() as conn:  # the pooled connection the next call will reuse
+        conn.exec_driver_sql("SELECT 1")
+    other = create_engine(billing.engine.url)
+    with other.connect() as killer:
+        cut = killer.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).scalar()
+    other.dispose()
+    assert cut and cut >= 1
+    hold = billing.hold(m, amount=D("1"), idempotency_key="after-cut")
+    assert hold.amount == D("1") and billing.balance(m).pending == D("1")

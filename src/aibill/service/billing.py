@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy import BindParameter, Connection, Engine, and_, bindparam, func, or_, select, update
 
 from aibill.domain import errors as e
 from aibill.domain.clock import Clock, system_clock
@@ -119,26 +119,14 @@ class Billing:
         return tx.run(self._engine, work, read_only=True)
 
     def _insert(self, conn: Connection, table: Any, **values: Any) -> None:
-        conn.execute(table.insert().values(**values))
+        conn.execute(_INSERTS[table.name], values)
 
     def _ctx(
         self, conn: Connection, mandate: str, *, user: str | None = None, key: str | None = None
     ) -> _Ctx:
         """Read the mandate, the user's membership and the idempotency key in one query."""
-        m, mb, k = mandates.c, memberships.c, idempotency_keys.c
-        cols: list[Any] = [m.billing_model, m.currency]
-        stmt = select().select_from(mandates)
-        if user is not None:
-            stmt = stmt.outerjoin(
-                memberships, and_(mb.mandate_id == m.mandate_id, mb.user_id == user)
-            )
-            cols.append(mb.user_id.label("member"))
-        if key is not None:
-            stmt = stmt.outerjoin(
-                idempotency_keys, and_(k.mandate_id == m.mandate_id, k.idempotency_key == key)
-            )
-            cols += [k.operation, k.request, k.outcome, k.result]
-        row = conn.execute(stmt.add_columns(*cols).where(m.mandate_id == mandate)).first()
+        stmt = _CTX_QUERIES[(user is not None, key is not None)]
+        row = conn.execute(stmt, {"mandate": mandate, "user": user, "key": key}).first()
         if row is None:
             raise e.UnknownMandate(mandate)
         ctx = _Ctx(mandate, BillingModel(row.billing_model), row.currency)
@@ -565,23 +553,23 @@ class Billing:
         freed = row.amount_micros if row.status == HoldStatus.PENDING.value else 0
         entry_id = _entry_id()
         acct = conn.execute(
-            update(accounts)
-            .where(_A.mandate_id == ctx.mandate, _A.account_id == row.account_id)
-            .values(
-                debits_posted=_A.debits_posted + micros,
-                debits_pending=_A.debits_pending - freed,
-            )
-            .returning(*_COUNTERS)
+            _POST_CAPTURE,
+            {
+                "mandate": ctx.mandate,
+                "account": row.account_id,
+                "micros": micros,
+                "freed": freed,
+            },
         ).one()
         conn.execute(
-            update(holds)
-            .where(_H.mandate_id == ctx.mandate, _H.hold_id == row.hold_id)
-            .values(
-                status=HoldStatus.CAPTURED.value,
-                resolved_at=now,
-                captured_micros=micros,
-                entry_id=entry_id,
-            )
+            _MARK_CAPTURED,
+            {
+                "mandate": ctx.mandate,
+                "hold": row.hold_id,
+                "now": now,
+                "micros": micros,
+                "entry": entry_id,
+            },
         )
         shortfall = self._shortfall(ctx, acct, micros)
         if shortfall and self._sweep(conn, ctx.mandate, row.account_id, now):
@@ -740,18 +728,11 @@ class Billing:
         so an expired reservation never blocks a hold. Returns the account's
         counters after the change, or None when refused.
         """
-        column = _A.debits_pending if pending else _A.debits_posted
-        stmt = (
-            update(accounts)
-            .where(_A.mandate_id == ctx.mandate, _A.account_id == account)
-            .values({column: column + micros})
-            .returning(*_COUNTERS)
-        )
-        if enforce:
-            stmt = stmt.where(_AVAILABLE >= micros)  # noqa: SIM300 - a SQL expression
-        row = conn.execute(stmt).first()
+        stmt = _TAKE[(pending, enforce)]
+        params = {"mandate": ctx.mandate, "account": account, "micros": micros}
+        row = conn.execute(stmt, params).first()
         if row is None and enforce and self._sweep(conn, ctx.mandate, account, now):
-            row = conn.execute(stmt).first()
+            row = conn.execute(stmt, params).first()
         return row
 
     def _shortfall(self, ctx: _Ctx, acct: Any, micros: int) -> int:
@@ -843,10 +824,8 @@ class Billing:
         return entry
 
     def _lock_hold(self, conn: Connection, mandate: str, hold_id: str) -> Any:
-        stmt = select(holds).where(_H.mandate_id == mandate, _H.hold_id == hold_id)
-        if self._pg:
-            stmt = stmt.with_for_update()
-        row = conn.execute(stmt).first()
+        stmt = _LOCK_HOLD if self._pg else _READ_HOLD
+        row = conn.execute(stmt, {"mandate": mandate, "hold": hold_id}).first()
         if row is None:
             raise e.HoldNotFound(hold_id)
         return row
@@ -1081,8 +1060,74 @@ class Billing:
         return count
 
 
+# The statements of the hot path, built once: SQLAlchemy then compiles each
+# once per dialect and reuses it, instead of building and hashing an expression
+# on every call.
 _COUNTERS = (_A.credits_posted, _A.debits_posted, _A.debits_pending, _A.overdraft_limit)
 _AVAILABLE = _A.credits_posted - _A.debits_posted - _A.debits_pending + _A.overdraft_limit
+_P_MANDATE: BindParameter[str] = bindparam("mandate")
+_P_ACCOUNT: BindParameter[str] = bindparam("account")
+_P_MICROS: BindParameter[int] = bindparam("micros")
+_INSERTS = {
+    t.name: t.insert()
+    for t in (mandates, users, memberships, accounts, holds, entries, idempotency_keys)
+}
+
+
+def _ctx_query(with_user: bool, with_key: bool) -> Any:
+    m, mb, k = mandates.c, memberships.c, idempotency_keys.c
+    cols: list[Any] = [m.billing_model, m.currency]
+    source: Any = mandates
+    if with_user:
+        source = source.outerjoin(
+            memberships, and_(mb.mandate_id == m.mandate_id, mb.user_id == bindparam("user"))
+        )
+        cols.append(mb.user_id.label("member"))
+    if with_key:
+        source = source.outerjoin(
+            idempotency_keys,
+            and_(k.mandate_id == m.mandate_id, k.idempotency_key == bindparam("key")),
+        )
+        cols += [k.operation, k.request, k.outcome, k.result]
+    return select(*cols).select_from(source).where(m.mandate_id == _P_MANDATE)
+
+
+_CTX_QUERIES = {(u, k): _ctx_query(u, k) for u in (False, True) for k in (False, True)}
+
+
+def _take_stmt(pending: bool, enforce: bool) -> Any:
+    column = _A.debits_pending if pending else _A.debits_posted
+    stmt = (
+        update(accounts)
+        .where(_A.mandate_id == _P_MANDATE, _A.account_id == _P_ACCOUNT)
+        .values({column: column + _P_MICROS})
+        .returning(*_COUNTERS)
+    )
+    return stmt.where(_AVAILABLE >= _P_MICROS) if enforce else stmt
+
+
+_TAKE = {(p, f): _take_stmt(p, f) for p in (False, True) for f in (False, True)}
+_POST_CAPTURE = (
+    update(accounts)
+    .where(_A.mandate_id == _P_MANDATE, _A.account_id == _P_ACCOUNT)
+    .values(
+        debits_posted=_A.debits_posted + _P_MICROS,
+        debits_pending=_A.debits_pending - bindparam("freed"),
+    )
+    .returning(*_COUNTERS)
+)
+_MARK_CAPTURED = (
+    update(holds)
+    .where(_H.mandate_id == _P_MANDATE, _H.hold_id == bindparam("hold"))
+    .values(
+        status=HoldStatus.CAPTURED.value,
+        resolved_at=bindparam("now"),
+        captured_micros=_P_MICROS,
+        entry_id=bindparam("entry"),
+    )
+)
+_READ_HOLD = select(holds).where(_H.mandate_id == _P_MANDATE, _H.hold_id == bindparam("hold"))
+_LOCK_HOLD = _READ_HOLD.with_for_update()
 
 
 def _token(nbytes: int = 12) -> str:

@@ -36,8 +36,10 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 
     if backend in ("postgresql", "postgres"):
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
+        # No pre-ping (a round trip per transaction): a connection found dead is
+        # invalidated and the unit of work retried on a fresh one (store.tx).
         return create_engine(
-            parsed, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True
+            parsed, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=3600
         )
     raise InvalidRequest(
         f"aibill stores its ledger in SQLite or PostgreSQL, not {backend!r}.", field="url"

@@ -49,6 +49,11 @@ def _sqlstate(exc: DBAPIError) -> str | None:
 
 
 def is_retryable(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        # The connection died (server restart, network). Nothing of this unit of
+        # work is committed unless the commit itself was cut off, and then the
+        # retry replays the stored outcome by its idempotency key.
+        return True
     state = _sqlstate(exc)
     if state is not None:
         return state in _PG_RETRY or state == _PG_UNIQUE

@@ -40,7 +40,8 @@ class PostgresServer:
             with self._admin.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:
-            self.error = f"PostgreSQL at {self.admin_url.render_as_string(hide_password=True)} is unreachable: {exc}"
+            where = self.admin_url.render_as_string(hide_password=True)
+            self.error = f"PostgreSQL at {where} is unreachable: {exc}"
 
     def url(self, database: str) -> str:
         return self.admin_url.set(database=database).render_as_string(hide_password=False)

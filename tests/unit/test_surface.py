@@ -25,9 +25,12 @@ def test_every_error_has_a_unique_stable_code() -> None:
             walk(sub)
 
     walk(errors.AibillError)
-    assert {"insufficient_balance", "idempotency_conflict", "invalid_amount", "hold_not_found"} <= set(
-        seen
-    )
+    assert {
+        "insufficient_balance",
+        "idempotency_conflict",
+        "invalid_amount",
+        "hold_not_found",
+    } <= set(seen)
 
 
 def test_errors_serialise_money_as_strings() -> None:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import BindParameter, Connection, Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 
 from aibill.domain import errors as e
 from aibill.domain.clock import Clock, system_clock
@@ -41,7 +41,7 @@ from aibill.domain.model import (
 )
 from aibill.domain.money import check_currency, from_micros, to_micros
 from aibill.service.codec import entry_from_row, from_snapshot, hold_from_row, snapshot
-from aibill.store import tx
+from aibill.store import fast, tx
 from aibill.store.schema import (
     accounts,
     entries,
@@ -119,14 +119,18 @@ class Billing:
         return tx.run(self._engine, work, read_only=True)
 
     def _insert(self, conn: Connection, table: Any, **values: Any) -> None:
-        conn.execute(_INSERTS[table.name], values)
+        fast = _FAST_INSERTS.get(table.name)
+        if fast is not None:
+            fast.run(conn, values)
+        else:
+            conn.execute(table.insert(), values)
 
     def _ctx(
         self, conn: Connection, mandate: str, *, user: str | None = None, key: str | None = None
     ) -> _Ctx:
         """Read the mandate, the user's membership and the idempotency key in one query."""
         stmt = _CTX_QUERIES[(user is not None, key is not None)]
-        row = conn.execute(stmt, {"mandate": mandate, "user": user, "key": key}).first()
+        row = stmt.first(conn, {"mandate": mandate, "user": user, "key": key})
         if row is None:
             raise e.UnknownMandate(mandate)
         ctx = _Ctx(mandate, BillingModel(row.billing_model), row.currency)
@@ -552,17 +556,17 @@ class Billing:
         # A pending hold still carries its reservation, overdue or not: free it here.
         freed = row.amount_micros if row.status == HoldStatus.PENDING.value else 0
         entry_id = _entry_id()
-        acct = conn.execute(
-            _POST_CAPTURE,
+        acct = _POST_CAPTURE.one(
+            conn,
             {
                 "mandate": ctx.mandate,
                 "account": row.account_id,
                 "micros": micros,
                 "freed": freed,
             },
-        ).one()
-        conn.execute(
-            _MARK_CAPTURED,
+        )
+        _MARK_CAPTURED.run(
+            conn,
             {
                 "mandate": ctx.mandate,
                 "hold": row.hold_id,
@@ -574,11 +578,7 @@ class Billing:
         shortfall = self._shortfall(ctx, acct, micros)
         if shortfall and self._sweep(conn, ctx.mandate, row.account_id, now):
             # Other holds had expired; with their money free the shortfall may shrink.
-            acct = conn.execute(
-                select(*_COUNTERS).where(
-                    _A.mandate_id == ctx.mandate, _A.account_id == row.account_id
-                )
-            ).one()
+            acct = _READ_COUNTERS.one(conn, {"mandate": ctx.mandate, "account": row.account_id})
             shortfall = self._shortfall(ctx, acct, micros)
         return self._post(
             conn,
@@ -730,9 +730,9 @@ class Billing:
         """
         stmt = _TAKE[(pending, enforce)]
         params = {"mandate": ctx.mandate, "account": account, "micros": micros}
-        row = conn.execute(stmt, params).first()
+        row = stmt.first(conn, params)
         if row is None and enforce and self._sweep(conn, ctx.mandate, account, now):
-            row = conn.execute(stmt, params).first()
+            row = stmt.first(conn, params)
         return row
 
     def _shortfall(self, ctx: _Ctx, acct: Any, micros: int) -> int:
@@ -825,7 +825,7 @@ class Billing:
 
     def _lock_hold(self, conn: Connection, mandate: str, hold_id: str) -> Any:
         stmt = _LOCK_HOLD if self._pg else _READ_HOLD
-        row = conn.execute(stmt, {"mandate": mandate, "hold": hold_id}).first()
+        row = stmt.first(conn, {"mandate": mandate, "hold": hold_id})
         if row is None:
             raise e.HoldNotFound(hold_id)
         return row
@@ -1060,74 +1060,81 @@ class Billing:
         return count
 
 
-# The statements of the hot path, built once: SQLAlchemy then compiles each
-# once per dialect and reuses it, instead of building and hashing an expression
-# on every call.
+# The statements of the hot path, as SQL both backends accept (see store.fast).
 _COUNTERS = (_A.credits_posted, _A.debits_posted, _A.debits_pending, _A.overdraft_limit)
-_AVAILABLE = _A.credits_posted - _A.debits_posted - _A.debits_pending + _A.overdraft_limit
-_P_MANDATE: BindParameter[str] = bindparam("mandate")
-_P_ACCOUNT: BindParameter[str] = bindparam("account")
-_P_MICROS: BindParameter[int] = bindparam("micros")
-_INSERTS = {
-    t.name: t.insert()
-    for t in (mandates, users, memberships, accounts, holds, entries, idempotency_keys)
-}
+_COUNTER_SQL = "credits_posted, debits_posted, debits_pending, overdraft_limit"
+_AVAILABLE_SQL = "credits_posted - debits_posted - debits_pending + overdraft_limit"
+_HOLD_TIMES = ("created_at", "expires_at", "resolved_at")
 
 
-def _ctx_query(with_user: bool, with_key: bool) -> Any:
-    m, mb, k = mandates.c, memberships.c, idempotency_keys.c
-    cols: list[Any] = [m.billing_model, m.currency]
-    source: Any = mandates
+def _ctx_query(with_user: bool, with_key: bool) -> fast.Statement:
+    cols = ["m.billing_model", "m.currency"]
+    joins = []
     if with_user:
-        source = source.outerjoin(
-            memberships, and_(mb.mandate_id == m.mandate_id, mb.user_id == bindparam("user"))
+        cols.append("mb.user_id AS member")
+        joins.append(
+            "LEFT JOIN memberships mb ON mb.mandate_id = m.mandate_id AND mb.user_id = :user"
         )
-        cols.append(mb.user_id.label("member"))
     if with_key:
-        source = source.outerjoin(
-            idempotency_keys,
-            and_(k.mandate_id == m.mandate_id, k.idempotency_key == bindparam("key")),
+        cols += ["k.operation", "k.request", "k.outcome", "k.result"]
+        joins.append(
+            "LEFT JOIN idempotency_keys k"
+            " ON k.mandate_id = m.mandate_id AND k.idempotency_key = :key"
         )
-        cols += [k.operation, k.request, k.outcome, k.result]
-    return select(*cols).select_from(source).where(m.mandate_id == _P_MANDATE)
+    return fast.Statement(
+        f"SELECT {', '.join(cols)} FROM mandates m {' '.join(joins)} WHERE m.mandate_id = :mandate",
+        json_columns=("request", "result"),
+    )
+
+
+def _take_stmt(pending: bool, enforce: bool) -> fast.Statement:
+    column = "debits_pending" if pending else "debits_posted"
+    condition = f" AND {_AVAILABLE_SQL} >= :micros" if enforce else ""
+    return fast.Statement(
+        f"UPDATE accounts SET {column} = {column} + :micros"
+        f" WHERE mandate_id = :mandate AND account_id = :account{condition}"
+        f" RETURNING {_COUNTER_SQL}"
+    )
+
+
+def _insert_stmt(table: Any, times: tuple[str, ...], json_columns: tuple[str, ...]) -> Any:
+    names = [c.name for c in table.columns]
+    return fast.Statement(
+        f"INSERT INTO {table.name} ({', '.join(names)})"
+        f" VALUES ({', '.join(':' + n for n in names)})",
+        times=times,
+        json_columns=json_columns,
+    )
 
 
 _CTX_QUERIES = {(u, k): _ctx_query(u, k) for u in (False, True) for k in (False, True)}
-
-
-def _take_stmt(pending: bool, enforce: bool) -> Any:
-    column = _A.debits_pending if pending else _A.debits_posted
-    stmt = (
-        update(accounts)
-        .where(_A.mandate_id == _P_MANDATE, _A.account_id == _P_ACCOUNT)
-        .values({column: column + _P_MICROS})
-        .returning(*_COUNTERS)
-    )
-    return stmt.where(_AVAILABLE >= _P_MICROS) if enforce else stmt
-
-
 _TAKE = {(p, f): _take_stmt(p, f) for p in (False, True) for f in (False, True)}
-_POST_CAPTURE = (
-    update(accounts)
-    .where(_A.mandate_id == _P_MANDATE, _A.account_id == _P_ACCOUNT)
-    .values(
-        debits_posted=_A.debits_posted + _P_MICROS,
-        debits_pending=_A.debits_pending - bindparam("freed"),
-    )
-    .returning(*_COUNTERS)
+_FAST_INSERTS: dict[str, fast.Statement] = {
+    "holds": _insert_stmt(holds, _HOLD_TIMES, ("metadata",)),
+    "entries": _insert_stmt(entries, ("posted_at",), ("metadata",)),
+    "idempotency_keys": _insert_stmt(idempotency_keys, ("created_at",), ("request", "result")),
+}
+_POST_CAPTURE = fast.Statement(
+    "UPDATE accounts SET debits_posted = debits_posted + :micros,"
+    " debits_pending = debits_pending - :freed"
+    f" WHERE mandate_id = :mandate AND account_id = :account RETURNING {_COUNTER_SQL}"
 )
-_MARK_CAPTURED = (
-    update(holds)
-    .where(_H.mandate_id == _P_MANDATE, _H.hold_id == bindparam("hold"))
-    .values(
-        status=HoldStatus.CAPTURED.value,
-        resolved_at=bindparam("now"),
-        captured_micros=_P_MICROS,
-        entry_id=bindparam("entry"),
-    )
+_READ_COUNTERS = fast.Statement(
+    f"SELECT {_COUNTER_SQL} FROM accounts WHERE mandate_id = :mandate AND account_id = :account"
 )
-_READ_HOLD = select(holds).where(_H.mandate_id == _P_MANDATE, _H.hold_id == bindparam("hold"))
-_LOCK_HOLD = _READ_HOLD.with_for_update()
+_MARK_CAPTURED = fast.Statement(
+    "UPDATE holds SET status = 'captured', resolved_at = :now, captured_micros = :micros,"
+    " entry_id = :entry WHERE mandate_id = :mandate AND hold_id = :hold",
+    times=("now",),
+)
+_HOLD_SQL = (
+    f"SELECT {', '.join(c.name for c in holds.columns)} FROM holds"
+    " WHERE mandate_id = :mandate AND hold_id = :hold"
+)
+_READ_HOLD = fast.Statement(_HOLD_SQL, times=_HOLD_TIMES, json_columns=("metadata",))
+_LOCK_HOLD = fast.Statement(
+    _HOLD_SQL + " FOR UPDATE", times=_HOLD_TIMES, json_columns=("metadata",)
+)
 
 
 def _token(nbytes: int = 12) -> str:

@@ -531,3 +531,17 @@ def test_a_connection_cut_by_the_server_is_retried(billing: Billing, backend: st
     assert cut and cut >= 1
     hold = billing.hold(m, amount=D("1"), idempotency_key="after-cut")
     assert hold.amount == D("1") and billing.balance(m).pending == D("1")
+
+
+def test_metadata_and_times_read_back_as_written(billing: Billing, clock: ManualClock) -> None:
+    """What a hold carries (tags, times) reads back the same from every path."""
+    m = funded(billing)
+    meta = {"feature": "chat", "tokens": 1200, "note": "ünïcode ✓"}
+    hold = billing.hold(m, amount=D("1"), ttl_s=60, metadata=meta, idempotency_key="h")
+    assert billing.get_hold(hold.id) == hold
+    assert billing.get_hold(hold.id).expires_at == clock() + timedelta(seconds=60)
+    entry = billing.capture(hold.id, amount=D("0.5"))
+    listed = billing.history(m, hold_id=hold.id).entries[0]
+    assert entry.metadata == listed.metadata == meta
+    assert entry.posted_at == listed.posted_at == clock()
+    assert listed == entry

@@ -10,9 +10,12 @@ understands. The tree::
     │   ├── UnknownMandate        unknown_mandate
     │   ├── UnknownUser           unknown_user
     │   ├── UnknownAccount        unknown_account
-    │   └── HoldNotFound          hold_not_found
+    │   ├── HoldNotFound          hold_not_found
+    │   ├── UnknownModel          unknown_model          no price for this provider/model
+    │   └── MissingExchangeRate   missing_exchange_rate  no rate in force for the pair
     ├── Refused                   refused             a business refusal; stored, replayed
-    │   └── InsufficientBalance   insufficient_balance
+    │   ├── InsufficientBalance   insufficient_balance
+    │   └── LimitExceeded         limit_exceeded
     ├── Conflict                  conflict
     │   ├── IdempotencyConflict   idempotency_conflict   same key, other arguments (names the field)
     │   ├── AlreadyExists         already_exists         same name, different settings
@@ -98,6 +101,29 @@ class HoldNotFound(NotFound):
         super().__init__(f"No hold with id {hold_id!r}.", hold_id=hold_id)
 
 
+class UnknownModel(NotFound):
+    code = "unknown_model"
+
+    def __init__(self, provider: str, model: str, message: str | None = None) -> None:
+        super().__init__(
+            message or f"No price for model {model!r} of provider {provider!r}.",
+            provider=provider,
+            model=model,
+        )
+
+
+class MissingExchangeRate(NotFound):
+    code = "missing_exchange_rate"
+
+    def __init__(self, base: str, quote: str, at: object) -> None:
+        super().__init__(
+            f"No exchange rate from {base} to {quote} in force at {at}.",
+            base=base,
+            quote=quote,
+            at=str(at),
+        )
+
+
 class Refused(AibillError):
     code = "refused"
 
@@ -166,6 +192,10 @@ class NotAMember(PermissionDenied):
 
 class StoreUnavailable(AibillError):
     code = "store_unavailable"
+
+
+class LimitExceeded(Refused):
+    code = "limit_exceeded"
 
 
 REFUSAL_TYPES: dict[str, type[Refused]] = {InsufficientBalance.code: InsufficientBalance}

@@ -1,0 +1,616 @@
+"""What a provider charges for one model call, exactly, in the provider's currency.
+
+The prices come from the catalog bundled with ``genai-prices`` (only the
+bundled snapshot: the catalog never fetches prices over the network). This
+module turns aibill's :class:`Usage` into a :class:`ProviderCost`: the exact
+Decimal total in USD, the cost of each priced part of the call and the unit
+price applied to it.
+
+How a call is priced (the catalog's rules, applied here exactly):
+
+* Token counts nest. ``input_tokens`` is the whole input; cache reads, cache
+  writes and audio input are parts of it. Each part the model has its own
+  price for is charged at that price, and only the remainder at the plain
+  input price. Likewise ``output_audio_tokens`` is part of ``output_tokens``.
+  A part the model has no price for stays in the remainder.
+* Tiered prices are cliffs: once the call's total input tokens are *above* a
+  tier's start, every token of every tiered unit is charged at that tier's
+  price (200,000 input tokens: base price; 200,001: tier price).
+* The request time selects the price in force (prices that changed on a date
+  change at midnight UTC).
+* Prices are Decimals per unit (per million tokens, per thousand requests);
+  every multiplication and division runs in a context that raises instead of
+  rounding, so a total is never rounded here. Rounding happens once, when the
+  amount is posted (see ``aibill.domain.money``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import (
+    MAX_EMAX,
+    MIN_EMIN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    Rounded,
+)
+from itertools import combinations
+from typing import Any, Final
+
+import genai_prices
+from genai_prices.data import providers as _bundled_providers
+from genai_prices.data_snapshot import find_provider_by_id
+from genai_prices.data_units import unit_data as _bundled_unit_data
+from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices
+from genai_prices.units import UnitDef, UnitRegistry
+from genai_prices.validation import validate_priced_units
+
+from aibill.domain.errors import InvalidRequest, UnknownModel
+
+__all__ = ["MAX_COUNT", "Catalog", "CostComponent", "ProviderCost", "Usage"]
+
+MAX_COUNT: Final = 10**12
+"""Largest token (or request) count one call may report."""
+
+CATALOG_CURRENCY: Final = "USD"
+
+# Every price in the catalog is in USD and every cost is computed in this
+# context: it is wide enough for any count aibill accepts and raises instead
+# of rounding, so a cost is either exact or an error.
+_EXACT: Final = Context(
+    prec=120,
+    Emax=MAX_EMAX,
+    Emin=MIN_EMIN,
+    traps=[InvalidOperation, DivisionByZero, Overflow, Inexact, Rounded],
+)
+_ZERO: Final = Decimal(0)
+
+# The counts aibill's Usage reports, under the catalog's own unit names.
+_TOKEN_FIELDS: Final = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+)
+_COUNT_FIELDS: Final = (*_TOKEN_FIELDS, "requests")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The billable quantities of one model call, as non-negative integers.
+
+    ``input_tokens`` is the TOTAL number of input tokens, cached ones included,
+    as OpenAI reports ``prompt_tokens`` and as the price catalog counts them:
+    ``cache_read_tokens``, ``cache_write_tokens`` and ``input_audio_tokens`` are
+    parts of ``input_tokens``, not additions to it. For a model that prices
+    cache reads at 0.125 and input at 1.25 USD per million, 1,000 input tokens
+    of which 800 were read from the cache cost 200 * 1.25 + 800 * 0.125 per
+    million. Anthropic's API reports ``input_tokens`` *without* the cached
+    tokens: add ``cache_creation_input_tokens`` and ``cache_read_input_tokens``
+    to it before building a Usage.
+
+    ``output_audio_tokens`` is likewise part of ``output_tokens``.
+    ``requests`` is the number of API requests the usage covers; it only
+    matters for models with a per-request fee.
+
+    Every count must be an ``int`` (not a bool) from 0 to ``MAX_COUNT``; the
+    parts must fit in their whole. Violations raise ``InvalidRequest`` naming
+    the field.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    requests: int = 1
+
+    def __post_init__(self) -> None:
+        for name in _COUNT_FIELDS:
+            value: object = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidRequest(
+                    f"{name} must be an int, not {type(value).__name__}: {value!r}.", field=name
+                )
+            if value < 0:
+                raise InvalidRequest(f"{name} must not be negative, not {value}.", field=name)
+            if value > MAX_COUNT:
+                raise InvalidRequest(
+                    f"{name} {value} is larger than aibill accepts ({MAX_COUNT}).", field=name
+                )
+        cached = self.cache_read_tokens + self.cache_write_tokens
+        if cached > self.input_tokens:
+            raise InvalidRequest(
+                f"cache_read_tokens ({self.cache_read_tokens}) plus cache_write_tokens "
+                f"({self.cache_write_tokens}) exceed input_tokens ({self.input_tokens}); "
+                "input_tokens must be the total input, cached tokens included.",
+                field="input_tokens",
+            )
+        if self.input_audio_tokens > self.input_tokens:
+            raise InvalidRequest(
+                f"input_audio_tokens ({self.input_audio_tokens}) exceed input_tokens "
+                f"({self.input_tokens}); input_tokens must be the total input, audio included.",
+                field="input_audio_tokens",
+            )
+        if self.output_audio_tokens > self.output_tokens:
+            raise InvalidRequest(
+                f"output_audio_tokens ({self.output_audio_tokens}) exceed output_tokens "
+                f"({self.output_tokens}); output_tokens must be the total output, audio included.",
+                field="output_audio_tokens",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class CostComponent:
+    """One priced part of a call: how many units, at which price, for how much.
+
+    ``usage_key`` names the part in the catalog's terms (``input_tokens`` here
+    means the input tokens not charged under a more specific price, e.g. the
+    uncached ones); ``price_key`` names the price (``input_mtok``: per million
+    input tokens). ``unit_price`` is the price applied, a decimal string per
+    ``per`` units (per million for tokens, per thousand for requests);
+    ``tier_start`` is None for the base price, or the input-token threshold of
+    the tier that applied. ``cost`` is exact.
+    """
+
+    usage_key: str
+    price_key: str
+    quantity: int
+    unit_price: str
+    per: int
+    tier_start: int | None
+    cost: Decimal
+    direction: str | None
+    token_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCost:
+    """The exact cost of one call at the provider's prices, with its breakdown.
+
+    ``provider``/``model`` are the names asked for; ``provider_id``,
+    ``model_id`` and ``model_name`` are what the catalog matched them to.
+    ``total`` is an exact Decimal in ``currency`` (always USD), never rounded.
+    ``input_cost`` and ``output_cost`` are the sums of the input-side and
+    output-side components (cache reads and writes are input-side); fees such
+    as per-request charges belong to neither, so ``total`` can exceed their
+    sum. ``components`` lists every part with a non-zero quantity. ``at`` is
+    the request time that selected the prices and ``source`` the catalog
+    they came from.
+    """
+
+    provider: str
+    provider_id: str
+    model: str
+    model_id: str
+    model_name: str | None
+    currency: str
+    total: Decimal
+    input_cost: Decimal
+    output_cost: Decimal
+    components: tuple[CostComponent, ...]
+    usage: Usage
+    at: datetime
+    source: str
+
+    def cost_of(self, usage_key: str) -> Decimal:
+        """The cost of one part (e.g. ``cache_read_tokens``), zero if not charged."""
+        return sum((c.cost for c in self.components if c.usage_key == usage_key), _ZERO)
+
+    @property
+    def cache_read_cost(self) -> Decimal:
+        """What the cache reads cost (any modality)."""
+        return sum((c.cost for c in self.components if c.token_type == "cache_read"), _ZERO)
+
+    @property
+    def cache_write_cost(self) -> Decimal:
+        """What the cache writes cost (any modality)."""
+        return sum((c.cost for c in self.components if c.token_type == "cache_write"), _ZERO)
+
+    @property
+    def requests_cost(self) -> Decimal:
+        """The per-request fees."""
+        return self.cost_of("requests")
+
+    @property
+    def unit_prices(self) -> dict[str, str]:
+        """The unit prices applied, by price name (``input_mtok``: USD per million)."""
+        return {c.price_key: c.unit_price for c in self.components}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready breakdown: every amount and price as a decimal string."""
+        return {
+            "provider": self.provider,
+            "provider_id": self.provider_id,
+            "model": self.model,
+            "model_id": self.model_id,
+            "model_name": self.model_name,
+            "currency": self.currency,
+            "total": str(self.total),
+            "input_cost": str(self.input_cost),
+            "output_cost": str(self.output_cost),
+            "components": [
+                {
+                    "usage_key": c.usage_key,
+                    "price_key": c.price_key,
+                    "quantity": c.quantity,
+                    "unit_price": c.unit_price,
+                    "per": c.per,
+                    "tier": "base" if c.tier_start is None else f"above {c.tier_start}",
+                    "cost": str(c.cost),
+                }
+                for c in self.components
+            ],
+            "usage": {name: getattr(self.usage, name) for name in _COUNT_FIELDS},
+            "at": self.at.isoformat(),
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Rate:
+    """One price of a unit: the threshold it starts above, the price, and as shown."""
+
+    tier_start: int | None
+    price: Decimal
+    per: Decimal
+    shown: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """A priced unit of one model price, ready to be applied to a Usage."""
+
+    unit: UnitDef
+    field: str | None
+    descendants: tuple[int, ...]
+    rates: tuple[_Rate, ...]  # highest tier first, the base price last
+    direction: str | None
+    token_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A model price prepared once: parts in the order leaves are computed."""
+
+    parts: tuple[_Part, ...]
+    order: tuple[int, ...]  # the order components are reported in
+    tiered: bool
+    conflicts: tuple[tuple[tuple[str, ...], str], ...]
+
+
+class Catalog:
+    """The price catalog bundled with genai-prices, as aibill uses it.
+
+    Thread-safe. Model lookups are cached (least recently used first out,
+    ``cache_size`` entries), and each model price is prepared once.
+    """
+
+    def __init__(self, *, cache_size: int = 4096) -> None:
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
+            raise InvalidRequest("cache_size must be a positive int.", field="cache_size")
+        self._providers: list[Provider] = _bundled_providers
+        self._registry = UnitRegistry(_bundled_unit_data)
+        self._cache_size = cache_size
+        self._lookups: OrderedDict[tuple[str, str], tuple[Provider, ModelInfo] | str] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+        self._plans: dict[int, tuple[ModelPrice, _Plan | UnknownModel]] = {}
+        self._version: str = genai_prices.__version__
+        self._source = f"genai-prices {self._version}"
+
+    @property
+    def version(self) -> str:
+        """The version of genai-prices whose bundled prices are used, e.g. ``0.2.3``."""
+        return self._version
+
+    @property
+    def source(self) -> str:
+        """Where the prices come from, e.g. ``genai-prices 0.2.3``."""
+        return self._source
+
+    def providers(self) -> list[str]:
+        """The ids of every provider in the catalog, sorted."""
+        return sorted(p.id for p in self._providers)
+
+    def models(self, provider: str) -> list[str]:
+        """The ids of the models a provider lists, sorted.
+
+        Raises ``UnknownModel`` (with model ``*``) for an unknown provider.
+        """
+        return sorted(m.id for m in self._provider(provider, "*").models)
+
+    def output_limit(self, provider: str, model: str) -> int | None:
+        """The model's maximum output tokens, if the catalog knew it.
+
+        The catalog records no output limit for any model (only the context
+        window, see :meth:`context_window`), so this is always None for a known
+        model. An unknown provider or model raises ``UnknownModel``.
+        """
+        self._lookup(provider, model)
+        return None
+
+    def context_window(self, provider: str, model: str) -> int | None:
+        """The model's context window in tokens, if the catalog knows it."""
+        return self._lookup(provider, model)[1].context_window
+
+    def price(self, provider: str, model: str, usage: Usage, at: datetime) -> ProviderCost:
+        """The exact cost of ``usage`` on ``model`` of ``provider`` at request time ``at``.
+
+        ``at`` must be timezone-aware. Raises ``UnknownModel`` when the catalog
+        has no price for the provider or model (never a price of 0), and
+        ``InvalidRequest`` for a malformed call.
+        """
+        if not isinstance(usage, Usage):
+            raise InvalidRequest(
+                f"usage must be an aibill Usage, not {type(usage).__name__}.", field="usage"
+            )
+        if not isinstance(at, datetime) or at.utcoffset() is None:
+            raise InvalidRequest(f"at must be a timezone-aware datetime, not {at!r}.", field="at")
+        provider_info, model_info = self._lookup(provider, model)
+        model_price = model_info.get_prices(at)
+        plan = self._plan(model_price, provider, model)
+
+        for fields, message in plan.conflicts:
+            if all(getattr(usage, name) > 0 for name in fields):
+                raise InvalidRequest(message, field=fields[0])
+
+        parts = plan.parts
+        leaves = [0] * len(parts)
+        for i, part in enumerate(parts):
+            leaf: int = getattr(usage, part.field) if part.field is not None else 0
+            for j in part.descendants:
+                leaf -= leaves[j]
+            if leaf < 0:
+                raise InvalidRequest(
+                    f"The parts reported inside {part.unit.usage_key} exceed its count "
+                    f"({getattr(usage, part.field) if part.field else 0}).",
+                    field=part.field or part.unit.usage_key,
+                )
+            leaves[i] = leaf
+
+        threshold = usage.input_tokens if plan.tiered else 0
+        components: list[CostComponent] = []
+        total = input_cost = output_cost = _ZERO
+        for i in plan.order:
+            quantity = leaves[i]
+            if not quantity:
+                continue
+            part = parts[i]
+            rates = part.rates
+            rate = rates[-1]
+            for candidate in rates:
+                if candidate.tier_start is not None and threshold > candidate.tier_start:
+                    rate = candidate
+                    break
+            cost = _EXACT.divide(_EXACT.multiply(rate.price, Decimal(quantity)), rate.per)
+            total = _EXACT.add(total, cost)
+            if part.direction == "input":
+                input_cost = _EXACT.add(input_cost, cost)
+            elif part.direction == "output":
+                output_cost = _EXACT.add(output_cost, cost)
+            components.append(
+                CostComponent(
+                    part.unit.usage_key,
+                    part.unit.price_key,
+                    quantity,
+                    rate.shown,
+                    part.unit.per,
+                    rate.tier_start,
+                    cost,
+                    part.direction,
+                    part.token_type,
+                )
+            )
+
+        return ProviderCost(
+            provider,
+            provider_info.id,
+            model,
+            model_info.id,
+            model_info.name,
+            CATALOG_CURRENCY,
+            total,
+            input_cost,
+            output_cost,
+            tuple(components),
+            usage,
+            at,
+            self._source,
+        )
+
+    # -- lookups ---------------------------------------------------------------
+
+    def _provider(self, provider: str, model: str) -> Provider:
+        if not isinstance(provider, str) or not provider.strip():
+            raise InvalidRequest(
+                f"provider must be a non-empty string, not {provider!r}.", field="provider"
+            )
+        found = find_provider_by_id(self._providers, provider)
+        if found is None:
+            raise UnknownModel(
+                provider,
+                model,
+                f"No provider {provider!r} in the price catalog ({self._source}).",
+            )
+        return found
+
+    def _lookup(self, provider: str, model: str) -> tuple[Provider, ModelInfo]:
+        if not isinstance(provider, str) or not isinstance(model, str):
+            bad, value = (
+                ("provider", provider) if not isinstance(provider, str) else ("model", model)
+            )
+            raise InvalidRequest(f"{bad} must be a string, not {value!r}.", field=bad)
+        key = (provider, model)
+        with self._lock:
+            hit = self._lookups.get(key)
+            if hit is not None:
+                self._lookups.move_to_end(key)
+        if hit is None:
+            hit = self._find(provider, model)
+            with self._lock:
+                self._lookups[key] = hit
+                if len(self._lookups) > self._cache_size:
+                    self._lookups.popitem(last=False)
+        if isinstance(hit, str):
+            raise UnknownModel(provider, model, hit)
+        return hit
+
+    def _find(self, provider: str, model: str) -> tuple[Provider, ModelInfo] | str:
+        """The provider and model the catalog matches, or why there is none."""
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidRequest(f"model must be a non-empty string, not {model!r}.", field="model")
+        try:
+            provider_info = self._provider(provider, model)
+        except UnknownModel as exc:
+            return exc.message
+        model_info = provider_info.find_model(model, all_providers=self._providers)
+        if model_info is None:
+            return (
+                f"No price for model {model!r} of provider {provider_info.id!r} "
+                f"in the price catalog ({self._source})."
+            )
+        return provider_info, model_info
+
+    # -- preparing prices ------------------------------------------------------
+
+    def _plan(self, model_price: ModelPrice, provider: str, model: str) -> _Plan:
+        entry = self._plans.get(id(model_price))
+        if entry is None or entry[0] is not model_price:
+            built: _Plan | UnknownModel
+            try:
+                built = self._build_plan(model_price)
+            except (ValueError, ArithmeticError) as exc:
+                built = UnknownModel(
+                    provider,
+                    model,
+                    f"The catalog's price for model {model!r} of provider {provider!r} "
+                    f"cannot be applied: {exc}",
+                )
+            entry = (model_price, built)
+            self._plans[id(model_price)] = entry
+        plan = entry[1]
+        if isinstance(plan, UnknownModel):
+            raise UnknownModel(provider, model, plan.message)
+        return plan
+
+    def _build_plan(self, model_price: ModelPrice) -> _Plan:
+        registry = self._registry
+        priced: list[tuple[UnitDef, Decimal | TieredPrices]] = []
+        for price_key, value in vars(model_price).items():
+            if price_key.startswith("_") or value is None:
+                continue
+            try:
+                unit = registry.unit_for_price_key(price_key)
+            except KeyError:
+                # A unit aibill cannot report is never used, so it costs nothing.
+                continue
+            if not isinstance(value, Decimal | TieredPrices):
+                raise ValueError(f"{price_key} is {value!r}, not a price")
+            priced.append((unit, value))
+        validate_priced_units([unit for unit, _ in priced], registry)
+
+        # Most specific units first: a unit's leaf is its count minus the leaves
+        # of every priced unit nested in it.
+        by_specificity = sorted(
+            range(len(priced)),
+            key=lambda i: (-len(priced[i][0].dimensions), priced[i][0].usage_key),
+        )
+        position = {index: pos for pos, index in enumerate(by_specificity)}
+        reported = {name: registry.units[name] for name in _TOKEN_FIELDS}
+        parts: list[_Part] = []
+        conflicts: list[tuple[tuple[str, ...], str]] = []
+        for index in by_specificity:
+            unit, value = priced[index]
+            dims = unit.dimensions.items()
+            descendants = tuple(
+                position[other]
+                for other in by_specificity[: position[index]]
+                if dims <= priced[other][0].dimensions.items()
+            )
+            field = unit.usage_key if unit.usage_key in _COUNT_FIELDS else None
+            rates = _rates(value, unit.per) if field is not None else ()
+            if field is None:
+                conflicts.extend(_conflicts(unit, reported))
+            parts.append(
+                _Part(
+                    unit=unit,
+                    field=field,
+                    descendants=descendants,
+                    rates=rates,
+                    direction=unit.dimensions.get("direction"),
+                    token_type=unit.dimensions.get("token_type"),
+                )
+            )
+        return _Plan(
+            parts=tuple(parts),
+            order=tuple(position[index] for index in range(len(priced))),
+            tiered=any(isinstance(value, TieredPrices) for _, value in priced),
+            conflicts=tuple(conflicts),
+        )
+
+
+def _rates(value: Decimal | TieredPrices, per: int) -> tuple[_Rate, ...]:
+    """The prices of one unit, highest tier first."""
+    # A count times a price divided by a power of ten is always exact.
+    if per < 1 or 10 ** (len(str(per)) - 1) != per:
+        raise ValueError(f"prices per {per} units cannot be applied exactly")
+
+    def rate(start: int | None, price: Decimal) -> _Rate:
+        if not price.is_finite() or price < 0:
+            raise ValueError(f"price {price} is not a finite non-negative number")
+        return _Rate(start, price, Decimal(per), str(price))
+
+    if isinstance(value, TieredPrices):
+        tiers = sorted(value.tiers, key=lambda tier: tier.start, reverse=True)
+        return (*(rate(t.start, t.price) for t in tiers), rate(None, value.base))
+    return (rate(None, value),)
+
+
+def _conflicts(unit: UnitDef, reported: Mapping[str, UnitDef]) -> list[tuple[tuple[str, ...], str]]:
+    """When a usage cannot be split for a priced unit aibill does not count.
+
+    The catalog refuses to guess how many of the counted tokens belong to
+    such a unit: when a count nested in it is non-zero, or when two counts
+    whose overlap it is are both non-zero (e.g. a separate price for cached
+    audio input, with both cache reads and audio input reported).
+    """
+    dims = unit.dimensions.items()
+    found: list[tuple[tuple[str, ...], str]] = []
+    for name, other in reported.items():
+        if other is not unit and dims <= other.dimensions.items():
+            found.append(
+                (
+                    (name,),
+                    f"This model has a separate price for {unit.usage_key}, which aibill "
+                    f"does not count; {name} cannot be priced without it.",
+                )
+            )
+    for (name_a, a), (name_b, b) in combinations(sorted(reported.items()), 2):
+        if not a.is_compatible_with(b):
+            continue
+        a_dims, b_dims = a.dimensions.items(), b.dimensions.items()
+        if a_dims <= b_dims or b_dims <= a_dims:
+            continue
+        if dict(a.dimensions) | dict(b.dimensions) == dict(unit.dimensions):
+            found.append(
+                (
+                    (name_a, name_b),
+                    f"This model has a separate price for {unit.usage_key}, the overlap of "
+                    f"{name_a} and {name_b}, which aibill does not count; a call with both "
+                    f"{name_a} and {name_b} cannot be priced.",
+                )
+            )
+    return found

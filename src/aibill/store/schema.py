@@ -1,7 +1,9 @@
 """The tables. Every table carries ``mandate_id`` and every key starts with it
-(DESIGN rule 9), so the schema can be sharded by mandate unchanged. The one
-exception is ``users``: an identity is platform-wide (a user belongs to
-several mandates) and would be a reference table on a sharded cluster.
+(DESIGN rule 9), so the schema can be sharded by mandate unchanged. The
+exceptions are the platform-wide *reference tables* (``REFERENCE_TABLES``):
+identities (a user belongs to several mandates), exchange rates, and the platform's own prices and
+markups. They hold no mandate's data and would be replicated to every node of
+a sharded cluster, so a mandate's transaction can read them locally.
 
 Each ledger rule is checked twice: in Python before the write and by a
 constraint here (amounts positive, counters never negative, one outcome per
@@ -9,6 +11,8 @@ hold, entries that cannot be updated or deleted).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -35,6 +39,22 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 metadata = MetaData(naming_convention=NAMING)
+REFERENCE_TABLES = frozenset(
+    {"users", "exchange_rates", "platform_prices", "platform_markups", "alembic_version"}
+)
+
+
+def _usage_columns() -> list[Column[Any]]:
+    """What a priced call is about: tagged on holds and on the entries they post."""
+    return [
+        Column("provider", String(64), nullable=True),
+        Column("model", String(160), nullable=True),
+        Column("model_matched", String(160), nullable=True),
+        Column("feature_code", String(64), nullable=True),
+        Column("feature_instance", String(128), nullable=True),
+        Column("workflow_id", String(128), nullable=True),
+    ]
+
 
 mandates = Table(
     "mandates",
@@ -99,6 +119,8 @@ holds = Table(
     Column("captured_micros", BigInteger, nullable=True),
     Column("entry_id", String(64), nullable=True),
     Column("metadata", JSON, nullable=False),
+    *_usage_columns(),
+    Column("estimate", JSON, nullable=True),
     ForeignKeyConstraint(
         ["mandate_id", "account_id"], ["accounts.mandate_id", "accounts.account_id"]
     ),
@@ -111,6 +133,7 @@ holds = Table(
         name="captured_has_entry",
     ),
     Index(None, "mandate_id", "account_id", "status", "expires_at"),
+    Index(None, "mandate_id", "status", "user_id"),
 )
 
 entries = Table(
@@ -132,6 +155,19 @@ entries = Table(
     Column("corrects_entry_id", String(64), nullable=True),
     Column("description", Text, nullable=True),
     Column("metadata", JSON, nullable=False),
+    *_usage_columns(),
+    Column("input_tokens", BigInteger, nullable=True),
+    Column("output_tokens", BigInteger, nullable=True),
+    Column("cache_read_tokens", BigInteger, nullable=True),
+    Column("cache_write_tokens", BigInteger, nullable=True),
+    # Exact provider cost in pico-units (10^-12) of provider_currency: a
+    # per-million-token price with six decimals times whole tokens is exact.
+    Column("provider_cost_pico", BigInteger, nullable=True),
+    Column("provider_currency", String(3), nullable=True),
+    Column("price_source", String(160), nullable=True),
+    Column("fx_rate", String(40), nullable=True),
+    Column("markup_percent", String(40), nullable=True),
+    Column("breakdown", JSON, nullable=True),
     ForeignKeyConstraint(
         ["mandate_id", "account_id"], ["accounts.mandate_id", "accounts.account_id"]
     ),
@@ -145,6 +181,8 @@ entries = Table(
     Index(None, "mandate_id", "posted_at", "entry_id"),
     Index(None, "mandate_id", "account_id", "posted_at", "entry_id"),
     Index(None, "mandate_id", "hold_id", unique=True),
+    Index(None, "mandate_id", "user_id", "posted_at"),
+    Index(None, "mandate_id", "feature_instance", "posted_at"),
 )
 
 idempotency_keys = Table(
@@ -158,4 +196,85 @@ idempotency_keys = Table(
     Column("result", JSON, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     CheckConstraint("outcome IN ('ok', 'refused')", name="outcome_known"),
+)
+
+
+# -------------------------------------------------------------------- pricing
+# Decimal values that must stay exact (rates, prices, percentages) are stored
+# as decimal strings: neither backend gets a chance to round them.
+
+exchange_rates = Table(
+    "exchange_rates",
+    metadata,
+    Column("base", String(3), primary_key=True),
+    Column("quote", String(3), primary_key=True),
+    Column("valid_from", UTCDateTime(), primary_key=True),
+    Column("rate", String(40), nullable=False),
+    Column("source", String(64), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+
+def _price_columns() -> list[Column[Any]]:
+    return [
+        Column("provider", String(64), primary_key=True),
+        Column("model", String(160), primary_key=True),
+        Column("valid_from", UTCDateTime(), primary_key=True),
+        Column("price_id", String(64), nullable=False),
+        Column("currency", String(3), nullable=False),
+        # Per million tokens, and per request; NULL: the model has no such price.
+        Column("input_mtok", String(40), nullable=False),
+        Column("output_mtok", String(40), nullable=False),
+        Column("cache_read_mtok", String(40), nullable=True),
+        Column("cache_write_mtok", String(40), nullable=True),
+        Column("per_request", String(40), nullable=True),
+        Column("output_limit", BigInteger, nullable=True),
+        Column("created_at", UTCDateTime(), nullable=False),
+    ]
+
+
+platform_prices = Table("platform_prices", metadata, *_price_columns())
+
+mandate_prices = Table(
+    "mandate_prices",
+    metadata,
+    Column("mandate_id", String(128), primary_key=True),
+    *_price_columns(),
+    ForeignKeyConstraint(["mandate_id"], ["mandates.mandate_id"]),
+)
+
+# Markups: provider '' and model '' mean "any"; the most specific row wins.
+platform_markups = Table(
+    "platform_markups",
+    metadata,
+    Column("provider", String(64), primary_key=True),
+    Column("model", String(160), primary_key=True),
+    Column("percent", String(40), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+mandate_markups = Table(
+    "mandate_markups",
+    metadata,
+    Column("mandate_id", String(128), primary_key=True),
+    Column("provider", String(64), primary_key=True),
+    Column("model", String(160), primary_key=True),
+    Column("percent", String(40), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    ForeignKeyConstraint(["mandate_id"], ["mandates.mandate_id"]),
+)
+
+spending_limits = Table(
+    "spending_limits",
+    metadata,
+    Column("mandate_id", String(128), primary_key=True),
+    Column("scope", String(32), primary_key=True),
+    Column("subject", String(128), primary_key=True),
+    Column("period", String(8), primary_key=True),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    ForeignKeyConstraint(["mandate_id"], ["mandates.mandate_id"]),
+    CheckConstraint("scope IN ('user', 'feature_instance')", name="scope_known"),
+    CheckConstraint("period IN ('day', 'week', 'month')", name="period_known"),
+    CheckConstraint("amount_micros >= 0", name="amount_nonneg"),
 )

@@ -22,6 +22,8 @@ from aibill.domain.errors import (
     InsufficientBalance,
     InvalidAmount,
     InvalidRequest,
+    LimitExceeded,
+    MissingExchangeRate,
     NotAMember,
     NotFound,
     PermissionDenied,
@@ -29,11 +31,13 @@ from aibill.domain.errors import (
     StoreUnavailable,
     UnknownAccount,
     UnknownMandate,
+    UnknownModel,
     UnknownUser,
 )
 from aibill.domain.model import (
     Balance,
     BillingModel,
+    CheckResult,
     Drift,
     Entry,
     EntryKind,
@@ -41,8 +45,12 @@ from aibill.domain.model import (
     HoldStatus,
     Mandate,
     Page,
+    SpendingLimit,
+    Tags,
 )
+from aibill.pricing.catalog import Catalog, ProviderCost, Usage
 from aibill.service.billing import Billing
+from aibill.service.pricing import Charge, calculate_price_with_markup
 from aibill.store.engine import make_engine
 from aibill.store.migrate import upgrade
 
@@ -56,6 +64,7 @@ def connect(
     sqlite_synchronous: str = "FULL",
     pool_size: int = 5,
     migrate: bool = True,
+    catalog: Catalog | None = None,
 ) -> Billing:
     """Open the ledger at ``url`` (SQLite or ``postgresql+psycopg://``) and bring
     its schema up to date.
@@ -68,7 +77,7 @@ def connect(
     engine = make_engine(url, sqlite_synchronous=sqlite_synchronous, pool_size=pool_size)
     if migrate:
         upgrade(engine)
-    return Billing(engine, clock=clock)
+    return Billing(engine, clock=clock, catalog=catalog)
 
 
 __all__ = [
@@ -77,6 +86,9 @@ __all__ = [
     "Balance",
     "Billing",
     "BillingModel",
+    "Catalog",
+    "Charge",
+    "CheckResult",
     "Clock",
     "Conflict",
     "Drift",
@@ -91,18 +103,26 @@ __all__ = [
     "InsufficientBalance",
     "InvalidAmount",
     "InvalidRequest",
+    "LimitExceeded",
     "Mandate",
     "ManualClock",
+    "MissingExchangeRate",
     "NotAMember",
     "NotFound",
     "Page",
     "PermissionDenied",
+    "ProviderCost",
     "Refused",
+    "SpendingLimit",
     "StoreUnavailable",
+    "Tags",
     "UnknownAccount",
     "UnknownMandate",
+    "UnknownModel",
     "UnknownUser",
+    "Usage",
     "__version__",
+    "calculate_price_with_markup",
     "connect",
     "system_clock",
 ]

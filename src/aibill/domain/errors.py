@@ -198,4 +198,7 @@ class LimitExceeded(Refused):
     code = "limit_exceeded"
 
 
-REFUSAL_TYPES: dict[str, type[Refused]] = {InsufficientBalance.code: InsufficientBalance}
+REFUSAL_TYPES: dict[str, type[Refused]] = {
+    InsufficientBalance.code: InsufficientBalance,
+    LimitExceeded.code: LimitExceeded,
+}

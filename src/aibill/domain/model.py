@@ -15,6 +15,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 MAX_KEY_LENGTH = 200
 MAX_REASON_LENGTH = 64
 MAX_DESCRIPTION_LENGTH = 500
+MAX_TAG_LENGTH = 128
 
 
 class BillingModel(StrEnum):
@@ -68,6 +69,65 @@ def check_key(value: object) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Tags:
+    """What a call is about: the provider and model, and where in the product it ran."""
+
+    provider: str | None = None
+    model: str | None = None
+    feature_code: str | None = None
+    feature_instance: str | None = None
+    workflow_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("provider", "model", "feature_code", "feature_instance", "workflow_id"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, str) or not value.strip() or len(value) > MAX_TAG_LENGTH
+            ):
+                raise InvalidRequest(
+                    f"{name} must be a non-empty string of at most {MAX_TAG_LENGTH} characters.",
+                    field=name,
+                )
+        if self.model is not None and self.provider is None:
+            raise InvalidRequest("model needs its provider.", field="provider")
+
+    def as_request(self) -> dict[str, str | None]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "feature_code": self.feature_code,
+            "feature_instance": self.feature_instance,
+            "workflow_id": self.workflow_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The answer to "may this call start?" (DESIGN rule 1). It changes nothing."""
+
+    allowed: bool
+    reason: str
+    balance: Decimal
+    available: Decimal
+    billing_model: BillingModel
+    account: str
+    currency: str
+    estimate: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class SpendingLimit:
+    """At most ``amount`` per ``period`` for one user or one feature instance."""
+
+    mandate: str
+    scope: str
+    subject: str
+    period: str
+    amount: Decimal
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
 class Mandate:
     id: str
     billing_model: BillingModel
@@ -106,6 +166,13 @@ class Hold:
     captured_amount: Decimal | None = None
     entry_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    provider: str | None = None
+    model: str | None = None
+    model_matched: str | None = None
+    feature_code: str | None = None
+    feature_instance: str | None = None
+    workflow_id: str | None = None
+    estimate: dict[str, Any] | None = None
     replayed: bool = False
 
     def as_replay(self) -> Hold:
@@ -133,6 +200,23 @@ class Entry:
     corrects: str | None = None
     description: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    provider: str | None = None
+    model: str | None = None
+    model_matched: str | None = None
+    feature_code: str | None = None
+    feature_instance: str | None = None
+    workflow_id: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    provider_cost: Decimal | None = None
+    provider_currency: str | None = None
+    price_source: str | None = None
+    fx_rate: Decimal | None = None
+    markup_percent: Decimal | None = None
+    breakdown: dict[str, Any] | None = None
+    over_limit: str | None = None
     replayed: bool = False
 
     def as_replay(self) -> Entry:

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from aibill.domain.model import (
     POOL_ACCOUNT,
     Balance,
     BillingModel,
+    CheckResult,
     Drift,
     Entry,
     EntryKind,
@@ -35,12 +36,16 @@ from aibill.domain.model import (
     HoldStatus,
     Mandate,
     Page,
+    SpendingLimit,
+    Tags,
     check_key,
     check_name,
     wallet_account,
 )
 from aibill.domain.money import check_currency, from_micros, to_micros
+from aibill.pricing.catalog import Catalog, Usage
 from aibill.service.codec import entry_from_row, from_snapshot, hold_from_row, snapshot
+from aibill.service.pricing import Charge, Pricing
 from aibill.store import fast, tx
 from aibill.store.schema import (
     accounts,
@@ -49,6 +54,7 @@ from aibill.store.schema import (
     idempotency_keys,
     mandates,
     memberships,
+    spending_limits,
     users,
 )
 
@@ -86,10 +92,14 @@ class Billing:
     threads; a process that forks must create its own.
     """
 
-    def __init__(self, engine: Engine, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, engine: Engine, *, clock: Clock = system_clock, catalog: Catalog | None = None
+    ) -> None:
         self._engine = engine
         self._clock = clock
         self._pg = engine.dialect.name == "postgresql"
+        self.pricing = Pricing(engine, clock=clock, catalog=catalog)
+        """Exchange rates, markups and custom prices (:class:`~aibill.service.pricing.Pricing`)."""
 
     @property
     def engine(self) -> Engine:
@@ -413,31 +423,36 @@ class Billing:
         self,
         mandate: str,
         *,
-        amount: Decimal,
+        amount: Decimal | None = None,
         user: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        input_tokens: int | None = None,
+        max_output_tokens: int | None = None,
+        feature_code: str | None = None,
+        feature_instance: str | None = None,
+        workflow_id: str | None = None,
         ttl_s: int = DEFAULT_HOLD_TTL_S,
         idempotency_key: str,
         metadata: Mapping[str, str | int] | None = None,
     ) -> Hold:
-        """Reserve ``amount`` on the account the billing model names (DESIGN rule 2).
+        """Reserve money for a call about to start (DESIGN rule 2).
 
-        Succeeds only if ``available >= amount`` at that instant; in an
-        unlimited mandate it always succeeds. Raises ``InsufficientBalance``.
+        Either ``amount=`` or the priced form: ``provider``, ``model``,
+        ``input_tokens`` and ``max_output_tokens``, reserved as the estimate
+        (see :meth:`estimate`). Succeeds only if ``available >= amount`` at
+        that instant and no spending limit would be passed; in an unlimited
+        mandate only limits apply. Raises ``InsufficientBalance`` or
+        ``LimitExceeded``; both are stored under the key and replayed.
         """
-        micros = to_micros(amount)
         key = check_key(idempotency_key)
-        if (
-            isinstance(ttl_s, bool)
-            or not isinstance(ttl_s, int)
-            or not 1 <= ttl_s <= MAX_HOLD_TTL_S
-        ):
-            raise e.InvalidRequest(
-                f"ttl_s must be a whole number of seconds from 1 to {MAX_HOLD_TTL_S}.",
-                field="ttl_s",
-            )
+        _check_ttl(ttl_s)
         meta = _check_metadata(metadata)
+        tags = Tags(provider, model, feature_code, feature_instance, workflow_id)
+        asked = _Asked.of(amount, tags, input_tokens, max_output_tokens)
         request = {
-            "amount": str(from_micros(micros)),
+            **asked.request,
+            **tags.as_request(),
             "user": user,
             "ttl_s": ttl_s,
             "metadata": meta,
@@ -450,11 +465,16 @@ class Billing:
                 return replay if isinstance(replay, tx.Deferred) else _expect(replay, Hold)
             account = self._account_for(conn, ctx, user)
             now = self._now()
-            changed = self._take(
-                conn, ctx, account, micros, now, pending=True, enforce=ctx.model.enforced
-            )
-            if changed is None:
-                refusal = self._insufficient(conn, ctx, account, micros)
+            charge = asked.estimate(self, conn, ctx, tags, now)
+            micros = charge.amount_micros if charge else asked.micros
+            refusal: e.Refused | None = self._limits(conn, ctx, user, feature_instance, micros, now)
+            if refusal is None:
+                changed = self._take(
+                    conn, ctx, account, micros, now, pending=True, enforce=ctx.model.enforced
+                )
+                if changed is None:
+                    refusal = self._insufficient(conn, ctx, account, micros)
+            if refusal is not None:
                 self._remember(conn, mandate, key, "hold", request, refusal, now)
                 return tx.Deferred(refusal)
             hold = Hold(
@@ -468,6 +488,13 @@ class Billing:
                 created_at=now,
                 expires_at=now + timedelta(seconds=ttl_s),
                 metadata=meta,
+                provider=tags.provider,
+                model=tags.model,
+                model_matched=charge.model_matched if charge else None,
+                feature_code=tags.feature_code,
+                feature_instance=tags.feature_instance,
+                workflow_id=tags.workflow_id,
+                estimate=_charge_json(charge) if charge else None,
             )
             self._insert(
                 conn,
@@ -481,35 +508,263 @@ class Billing:
                 created_at=now,
                 expires_at=hold.expires_at,
                 metadata=meta,
+                **tags.as_request(),
+                model_matched=hold.model_matched,
+                estimate=hold.estimate,
             )
             self._remember(conn, mandate, key, "hold", request, hold, now)
             return hold
 
         return self._write(work)
 
+    def estimate(
+        self,
+        mandate: str,
+        *,
+        provider: str,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int,
+        at: datetime | None = None,
+    ) -> Charge:
+        """An upper bound of what a call will cost, in the mandate's currency.
+
+        ``input_tokens`` plus ``max_output_tokens`` (capped at the model's
+        output limit where it is known), priced at the full input price (no
+        cache discount is assumed), converted and marked up. Changes nothing.
+        """
+        tags = Tags(provider, model)
+        asked = _Asked.of(None, tags, input_tokens, max_output_tokens)
+        when = _aware(at, "at") if at is not None else None
+
+        def work(conn: Connection) -> Charge:
+            ctx = self._ctx(conn, mandate)
+            charge = asked.estimate(self, conn, ctx, tags, when or self._now())
+            assert charge is not None  # the priced form always prices
+            return charge
+
+        return self._read(work)
+
+    def check(
+        self,
+        mandate: str,
+        *,
+        estimate: Decimal,
+        user: str | None = None,
+        feature_instance: str | None = None,
+    ) -> CheckResult:
+        """May a call costing up to ``estimate`` start now? (DESIGN rule 1)
+
+        Answers with the reason (``ok``, ``insufficient_balance``,
+        ``limit_exceeded``), the balance and the account. It changes nothing.
+        """
+        micros = to_micros(estimate, field="estimate", allow_zero=True)
+
+        def work(conn: Connection) -> CheckResult:
+            ctx = self._ctx(conn, mandate, user=user)
+            account = self._account_for(conn, ctx, user)
+            balance = self._balance(conn, ctx, account)
+            now = self._now()
+            reason = "ok"
+            limit = self._limits(conn, ctx, user, feature_instance, micros, now, lock=False)
+            if limit is not None:
+                reason = limit.code
+            elif ctx.model.enforced and self._available_now(conn, ctx, account, now) < micros:
+                reason = e.InsufficientBalance.code
+            return CheckResult(
+                allowed=reason == "ok",
+                reason=reason,
+                balance=balance.balance,
+                available=from_micros(self._available_now(conn, ctx, account, now)),
+                billing_model=ctx.model,
+                account=account,
+                currency=ctx.currency,
+                estimate=from_micros(micros),
+            )
+
+        return self._read(work)
+
+    def _available_now(self, conn: Connection, ctx: _Ctx, account: str, now: datetime) -> int:
+        """Available balance, not counting holds that are past their time."""
+        row = _READ_COUNTERS.one(conn, {"mandate": ctx.mandate, "account": account})
+        overdue = conn.execute(
+            select(func.coalesce(func.sum(_H.amount_micros), 0)).where(
+                _H.mandate_id == ctx.mandate,
+                _H.account_id == account,
+                _H.status == HoldStatus.PENDING.value,
+                _H.expires_at <= now,
+            )
+        ).scalar_one()
+        available: int = (
+            row.credits_posted
+            - row.debits_posted
+            - row.debits_pending
+            + row.overdraft_limit
+            + int(overdue)
+        )
+        return available
+
+    def _limits(
+        self,
+        conn: Connection,
+        ctx: _Ctx,
+        user: str | None,
+        feature_instance: str | None,
+        micros: int,
+        now: datetime,
+        *,
+        lock: bool = True,
+    ) -> e.LimitExceeded | None:
+        """The first spending limit that ``micros`` more would pass, if any.
+
+        Spending in a period is counted from that period's debits and open
+        holds, so a new period needs no reset. The limit rows are locked, so
+        two holds of one user cannot both squeeze under the same limit.
+        """
+        if user is None and feature_instance is None:
+            return None
+        stmt = _LIMITS_FOR_UPDATE if (lock and self._pg) else _LIMITS
+        rows = stmt.run(
+            conn, {"mandate": ctx.mandate, "user": user, "feature_instance": feature_instance}
+        )
+        for row in rows:
+            start = period_start(now, row.period)
+            spent = self._spent(conn, ctx.mandate, row.scope, row.subject, start)
+            if spent + micros > row.amount_micros:
+                left = max(0, row.amount_micros - spent)
+                return e.LimitExceeded(
+                    f"The {row.period}ly limit of {from_micros(row.amount_micros)} {ctx.currency}"
+                    f" for {row.scope.replace('_', ' ')} {row.subject!r} would be passed:"
+                    f" {from_micros(left)} {ctx.currency} left,"
+                    f" {from_micros(micros)} {ctx.currency} asked.",
+                    scope=row.scope,
+                    subject=row.subject,
+                    period=row.period,
+                    limit=str(from_micros(row.amount_micros)),
+                    spent=str(from_micros(spent)),
+                    left=str(from_micros(left)),
+                    required=str(from_micros(micros)),
+                    currency=ctx.currency,
+                )
+        return None
+
+    def _spent(
+        self, conn: Connection, mandate: str, scope: str, subject: str, start: datetime
+    ) -> int:
+        column_e = entries.c.user_id if scope == "user" else entries.c.feature_instance
+        column_h = _H.user_id if scope == "user" else _H.feature_instance
+        posted = conn.execute(
+            select(func.coalesce(func.sum(entries.c.amount_micros), 0)).where(
+                entries.c.mandate_id == mandate,
+                column_e == subject,
+                entries.c.kind == EntryKind.DEBIT.value,
+                entries.c.posted_at >= start,
+            )
+        ).scalar_one()
+        held = conn.execute(
+            select(func.coalesce(func.sum(_H.amount_micros), 0)).where(
+                _H.mandate_id == mandate,
+                _H.status == HoldStatus.PENDING.value,
+                column_h == subject,
+                _H.created_at >= start,
+            )
+        ).scalar_one()
+        return int(posted) + int(held)
+
+    def set_spending_limit(
+        self,
+        mandate: str,
+        amount: Decimal | None,
+        *,
+        user: str | None = None,
+        feature_instance: str | None = None,
+        period: str = "month",
+    ) -> SpendingLimit | None:
+        """Limit what one user, or one feature instance, may spend per period
+        (``day``, ``week`` from Monday, calendar ``month``; UTC). ``None`` removes it."""
+        scope, subject = _limit_subject(user, feature_instance)
+        if period not in PERIODS:
+            raise e.InvalidRequest(
+                f"period must be one of {', '.join(PERIODS)}, not {period!r}.", field="period"
+            )
+        micros = None if amount is None else to_micros(amount, allow_zero=True)
+
+        def work(conn: Connection) -> SpendingLimit | None:
+            ctx = self._ctx(conn, mandate)
+            if scope == "user":
+                self._account_for(conn, ctx, subject)  # the user must be a member
+            key = {
+                "mandate_id": mandate,
+                "scope": scope,
+                "subject": subject,
+                "period": period,
+            }
+            where = [spending_limits.c[k] == v for k, v in key.items()]
+            conn.execute(spending_limits.delete().where(*where))
+            if micros is None:
+                return None
+            now = self._now()
+            conn.execute(
+                spending_limits.insert().values(**key, amount_micros=micros, updated_at=now)
+            )
+            return SpendingLimit(mandate, scope, subject, period, from_micros(micros), ctx.currency)
+
+        return self._write(work)
+
+    def spending_limits(self, mandate: str) -> list[SpendingLimit]:
+        def work(conn: Connection) -> list[SpendingLimit]:
+            ctx = self._ctx(conn, mandate)
+            c = spending_limits.c
+            rows = conn.execute(
+                select(spending_limits)
+                .where(c.mandate_id == mandate)
+                .order_by(c.scope, c.subject, c.period)
+            ).all()
+            return [
+                SpendingLimit(
+                    mandate,
+                    r.scope,
+                    r.subject,
+                    r.period,
+                    from_micros(r.amount_micros),
+                    ctx.currency,
+                )
+                for r in rows
+            ]
+
+        return self._read(work)
+
     def capture(
         self,
         hold_id: str,
         *,
-        amount: Decimal,
+        amount: Decimal | None = None,
+        usage: Usage | None = None,
         idempotency_key: str | None = None,
         description: str | None = None,
     ) -> Entry:
         """Post the real cost of a held call and free the hold, in one transaction.
 
-        The full ``amount`` is always posted (the usage happened); any part the
-        account cannot cover takes it below zero and the entry is marked
-        ``over_balance`` with the ``shortfall``. A hold is captured at most
-        once: capturing it again with the same amount returns the first entry;
-        with another amount, or after a release, is a conflict.
+        Give ``amount=``, or ``usage=`` to price the hold's provider and model
+        at the capture's time (its exchange rate and prices). The full cost is
+        always posted (the usage happened); any part the account cannot cover
+        takes it below zero and the entry is marked ``over_balance`` with the
+        ``shortfall``. A hold is captured at most once: capturing it again with
+        the same amount or usage returns the first entry; anything else, or a
+        capture after a release, is a conflict.
         """
-        micros = to_micros(amount)
+        if (amount is None) == (usage is None):
+            raise e.InvalidRequest("Give either amount= or usage=.", field="amount")
+        micros = to_micros(amount) if amount is not None else None
+        if usage is not None and not isinstance(usage, Usage):
+            raise e.InvalidRequest("usage must be an aibill.Usage.", field="usage")
         mandate = _mandate_of(hold_id)
         key = check_key(idempotency_key) if idempotency_key is not None else None
         _check_description(description)
         request = {
             "hold_id": hold_id,
-            "amount": str(from_micros(micros)),
+            "amount": None if micros is None else str(from_micros(micros)),
+            "usage": None if usage is None else _usage_json(usage),
             "description": description,
         }
 
@@ -523,20 +778,40 @@ class Billing:
             now = self._now()
             status = HoldStatus(row.status)
             if status is HoldStatus.CAPTURED:
-                if row.captured_micros != micros:
+                first = self._entry_by_id(conn, ctx, row.entry_id)
+                if not _same_capture(first, micros, usage):
                     raise e.HoldAlreadyCaptured(
-                        f"Hold {hold_id!r} was already captured for "
-                        f"{from_micros(row.captured_micros)} {ctx.currency}.",
+                        f"Hold {hold_id!r} was already captured for {first.amount} {ctx.currency}.",
                         hold_id=hold_id,
-                        captured=from_micros(row.captured_micros),
+                        captured=first.amount,
+                        entry_id=first.id,
                     )
-                entry = self._entry_by_id(conn, ctx, row.entry_id).as_replay()
+                entry = first.as_replay()
             elif status is HoldStatus.RELEASED:
                 raise e.HoldAlreadyReleased(
                     f"Hold {hold_id!r} was released; it cannot be captured.", hold_id=hold_id
                 )
             else:
-                entry = self._capture(conn, ctx, row, micros, now, description)
+                charge = None
+                if usage is not None:
+                    if row.provider is None or row.model is None:
+                        raise e.InvalidRequest(
+                            f"Hold {hold_id!r} names no provider and model to price; "
+                            "capture it with amount=.",
+                            field="usage",
+                        )
+                    charge = self.pricing.quote(
+                        conn,
+                        mandate=mandate,
+                        currency=ctx.currency,
+                        provider=row.provider,
+                        model=row.model,
+                        usage=usage,
+                        at=now,
+                    )
+                posted = charge.amount_micros if charge else micros
+                assert posted is not None
+                entry = self._capture(conn, ctx, row, posted, now, description, charge)
             if key is not None:
                 self._remember(conn, mandate, key, "capture", request, entry, now)
             return entry
@@ -551,6 +826,7 @@ class Billing:
         micros: int,
         now: datetime,
         description: str | None,
+        charge: Charge | None,
     ) -> Entry:
         expired = row.status == HoldStatus.EXPIRED.value or row.expires_at <= now
         # A pending hold still carries its reservation, overdue or not: free it here.
@@ -580,6 +856,9 @@ class Billing:
             # Other holds had expired; with their money free the shortfall may shrink.
             acct = _READ_COUNTERS.one(conn, {"mandate": ctx.mandate, "account": row.account_id})
             shortfall = self._shortfall(ctx, acct, micros)
+        tags = Tags(
+            row.provider, row.model, row.feature_code, row.feature_instance, row.workflow_id
+        )
         return self._post(
             conn,
             ctx,
@@ -596,6 +875,8 @@ class Billing:
             captured_after_expiry=expired,
             description=description,
             metadata=dict(row.metadata or {}),
+            tags=tags,
+            charge=charge,
         )
 
     def release(self, hold_id: str, *, idempotency_key: str | None = None) -> Hold:
@@ -652,8 +933,14 @@ class Billing:
         self,
         mandate: str,
         *,
-        amount: Decimal,
+        amount: Decimal | None = None,
         user: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        usage: Usage | None = None,
+        feature_code: str | None = None,
+        feature_instance: str | None = None,
+        workflow_id: str | None = None,
         idempotency_key: str,
         already_happened: bool = False,
         description: str | None = None,
@@ -661,16 +948,31 @@ class Billing:
     ) -> Entry:
         """Post a debit without a prior hold (DESIGN rule 5).
 
-        In a prepaid mandate it is refused with ``InsufficientBalance`` when the
-        account cannot pay, unless ``already_happened``: usage that happened is
-        always recorded, marked ``over_balance`` if it took the account short.
+        Give ``amount=``, or ``provider``, ``model`` and ``usage`` to price it
+        now. In a prepaid mandate it is refused with ``InsufficientBalance``
+        when the account cannot pay, and anywhere with ``LimitExceeded`` when a
+        spending limit would be passed, unless ``already_happened``: usage that
+        happened is always recorded, and the entry is marked (``over_balance``
+        with the ``shortfall``, ``over_limit`` naming the limit).
         """
-        micros = to_micros(amount)
         key = check_key(idempotency_key)
         _check_description(description)
         meta = _check_metadata(metadata)
+        tags = Tags(provider, model, feature_code, feature_instance, workflow_id)
+        if (amount is None) == (usage is None):
+            raise e.InvalidRequest(
+                "Give either amount= or usage= (with provider and model).", field="amount"
+            )
+        micros = to_micros(amount) if amount is not None else 0
+        if usage is not None:
+            if not isinstance(usage, Usage):
+                raise e.InvalidRequest("usage must be an aibill.Usage.", field="usage")
+            if tags.provider is None or tags.model is None:
+                raise e.InvalidRequest("Pricing usage needs provider and model.", field="model")
         request = {
-            "amount": str(from_micros(micros)),
+            "amount": None if amount is None else str(from_micros(micros)),
+            "usage": None if usage is None else _usage_json(usage),
+            **tags.as_request(),
             "user": user,
             "already_happened": bool(already_happened),
             "description": description,
@@ -684,10 +986,27 @@ class Billing:
                 return replay if isinstance(replay, tx.Deferred) else _expect(replay, Entry)
             account = self._account_for(conn, ctx, user)
             now = self._now()
+            charge = None
+            if usage is not None:
+                assert tags.provider is not None and tags.model is not None
+                charge = self.pricing.quote(
+                    conn,
+                    mandate=mandate,
+                    currency=ctx.currency,
+                    provider=tags.provider,
+                    model=tags.model,
+                    usage=usage,
+                    at=now,
+                )
+            posted = charge.amount_micros if charge else micros
+            limit = self._limits(conn, ctx, user, feature_instance, posted, now)
+            if limit is not None and not already_happened:
+                self._remember(conn, mandate, key, "record_usage", request, limit, now)
+                return tx.Deferred(limit)
             enforce = ctx.model.enforced and not already_happened
-            acct = self._take(conn, ctx, account, micros, now, pending=False, enforce=enforce)
+            acct = self._take(conn, ctx, account, posted, now, pending=False, enforce=enforce)
             if acct is None:
-                refusal = self._insufficient(conn, ctx, account, micros)
+                refusal = self._insufficient(conn, ctx, account, posted)
                 self._remember(conn, mandate, key, "record_usage", request, refusal, now)
                 return tx.Deferred(refusal)
             entry = self._post(
@@ -695,14 +1014,17 @@ class Billing:
                 ctx,
                 account=account,
                 kind=EntryKind.DEBIT,
-                micros=micros,
+                micros=posted,
                 reason="usage",
                 now=now,
                 balance_after=acct.credits_posted - acct.debits_posted,
                 user=user,
-                shortfall=self._shortfall(ctx, acct, micros),
+                shortfall=self._shortfall(ctx, acct, posted),
                 description=description,
                 metadata=meta,
+                tags=tags,
+                charge=charge,
+                over_limit=_limit_name(limit) if limit else None,
             )
             self._remember(conn, mandate, key, "record_usage", request, entry, now)
             return entry
@@ -781,7 +1103,12 @@ class Billing:
         corrects: str | None = None,
         metadata: dict[str, Any] | None = None,
         entry_id: str | None = None,
+        tags: Tags | None = None,
+        charge: Charge | None = None,
+        over_limit: str | None = None,
     ) -> Entry:
+        tags = tags or _NO_TAGS
+        usage = charge.usage if charge else None
         entry = Entry(
             id=entry_id or _entry_id(),
             mandate=ctx.mandate,
@@ -800,6 +1127,23 @@ class Billing:
             corrects=corrects,
             description=description,
             metadata=metadata or {},
+            provider=tags.provider,
+            model=tags.model,
+            model_matched=charge.model_matched if charge else None,
+            feature_code=tags.feature_code,
+            feature_instance=tags.feature_instance,
+            workflow_id=tags.workflow_id,
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            cache_read_tokens=usage.cache_read_tokens if usage else None,
+            cache_write_tokens=usage.cache_write_tokens if usage else None,
+            provider_cost=charge.provider_cost if charge else None,
+            provider_currency=charge.provider_currency if charge else None,
+            price_source=charge.price_source if charge else None,
+            fx_rate=charge.fx_rate if charge else None,
+            markup_percent=charge.markup_percent if charge else None,
+            breakdown=_charge_json(charge) if charge else None,
+            over_limit=over_limit,
         )
         self._insert(
             conn,
@@ -820,6 +1164,19 @@ class Billing:
             corrects_entry_id=corrects,
             description=description,
             metadata=entry.metadata,
+            **tags.as_request(),
+            model_matched=entry.model_matched,
+            input_tokens=entry.input_tokens,
+            output_tokens=entry.output_tokens,
+            cache_read_tokens=entry.cache_read_tokens,
+            cache_write_tokens=entry.cache_write_tokens,
+            provider_cost_pico=charge.provider_cost_pico if charge else None,
+            provider_currency=entry.provider_currency,
+            price_source=entry.price_source,
+            fx_rate=None if charge is None else str(charge.fx_rate),
+            markup_percent=None if charge is None else str(charge.markup_percent),
+            breakdown=entry.breakdown,
+            over_limit=over_limit,
         )
         return entry
 
@@ -928,14 +1285,20 @@ class Billing:
         kind: str | EntryKind | None = None,
         reason: str | None = None,
         hold_id: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        feature_code: str | None = None,
+        feature_instance: str | None = None,
+        workflow_id: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Page:
         """Entries newest first, ``limit`` at a time (at most 1000).
 
         Filters: ``user`` (entries tagged with that user), ``account``,
-        ``kind`` (credit/debit), ``reason``, ``hold_id``, and a time range
-        ``since <= posted_at < until``.
+        ``kind`` (credit/debit), ``reason``, ``hold_id``, ``provider``,
+        ``model`` (as asked), ``feature_code``, ``feature_instance``,
+        ``workflow_id``, and a time range ``since <= posted_at < until``.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise e.InvalidRequest(f"limit must be from 1 to {MAX_PAGE}.", field="limit")
@@ -956,6 +1319,11 @@ class Billing:
             (c.kind, kind.value if kind else None),
             (c.reason, reason),
             (c.hold_id, hold_id),
+            (c.provider, provider),
+            (c.model, model),
+            (c.feature_code, feature_code),
+            (c.feature_instance, feature_instance),
+            (c.workflow_id, workflow_id),
         ):
             if value is not None:
                 conds.append(col == value)
@@ -1137,6 +1505,177 @@ _LOCK_HOLD = fast.Statement(
 )
 
 
+_LIMITS_SQL = (
+    "SELECT scope, subject, period, amount_micros FROM spending_limits"
+    " WHERE mandate_id = :mandate AND ((scope = 'user' AND subject = :user)"
+    " OR (scope = 'feature_instance' AND subject = :feature_instance))"
+    " ORDER BY scope, subject, period"
+)
+_LIMITS = fast.Statement(_LIMITS_SQL)
+_LIMITS_FOR_UPDATE = fast.Statement(_LIMITS_SQL + " FOR UPDATE")
+_NO_TAGS = Tags()
+PERIODS = ("day", "week", "month")
+
+
+def period_start(now: datetime, period: str) -> datetime:
+    """The start (UTC) of the ``day``, ISO ``week`` (Monday) or calendar ``month`` of ``now``."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def _limit_subject(user: str | None, feature_instance: str | None) -> tuple[str, str]:
+    if (user is None) == (feature_instance is None):
+        raise e.InvalidRequest(
+            "A spending limit is for one user or one feature instance: give exactly one.",
+            field="user",
+        )
+    if user is not None:
+        return "user", check_name(user, "user")
+    Tags(feature_instance=feature_instance)  # validates
+    assert feature_instance is not None
+    return "feature_instance", feature_instance
+
+
+def _limit_name(limit: e.LimitExceeded) -> str:
+    d = limit.details
+    return f"{d['scope']}:{d['subject']}/{d['period']}"[:64]
+
+
+class _Asked:
+    """What a hold asks for: a fixed amount, or tokens to price as an estimate."""
+
+    __slots__ = ("input_tokens", "max_output_tokens", "micros", "request")
+
+    def __init__(
+        self,
+        micros: int,
+        input_tokens: int | None,
+        max_output_tokens: int | None,
+        request: dict[str, Any],
+    ) -> None:
+        self.micros = micros
+        self.input_tokens = input_tokens
+        self.max_output_tokens = max_output_tokens
+        self.request = request
+
+    @classmethod
+    def of(
+        cls,
+        amount: Decimal | None,
+        tags: Tags,
+        input_tokens: int | None,
+        max_output_tokens: int | None,
+    ) -> _Asked:
+        priced = input_tokens is not None or max_output_tokens is not None
+        if amount is not None:
+            if priced:
+                raise e.InvalidRequest(
+                    "Give either amount= or the tokens to price, not both.", field="amount"
+                )
+            micros = to_micros(amount)
+            return cls(micros, None, None, {"amount": str(from_micros(micros))})
+        if not priced:
+            raise e.InvalidRequest(
+                "Give amount=, or provider, model, input_tokens and max_output_tokens.",
+                field="amount",
+            )
+        if tags.provider is None or tags.model is None:
+            raise e.InvalidRequest("Pricing a call needs provider and model.", field="model")
+        counts = {"input_tokens": input_tokens, "max_output_tokens": max_output_tokens}
+        for name, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**12:
+                raise e.InvalidRequest(f"{name} must be a whole number >= 0.", field=name)
+        return cls(0, input_tokens, max_output_tokens, {"amount": None, **counts})
+
+    def estimate(
+        self, billing: Billing, conn: Connection, ctx: _Ctx, tags: Tags, now: datetime
+    ) -> Charge | None:
+        if self.input_tokens is None or self.max_output_tokens is None:
+            return None
+        assert tags.provider is not None and tags.model is not None
+        limit = billing.pricing.output_limit(conn, ctx.mandate, tags.provider, tags.model)
+        output = self.max_output_tokens if limit is None else min(self.max_output_tokens, limit)
+        usage = Usage(input_tokens=self.input_tokens, output_tokens=output)
+        return billing.pricing.quote(
+            conn,
+            mandate=ctx.mandate,
+            currency=ctx.currency,
+            provider=tags.provider,
+            model=tags.model,
+            usage=usage,
+            at=now,
+        )
+
+
+def _check_ttl(ttl_s: object) -> None:
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= MAX_HOLD_TTL_S:
+        raise e.InvalidRequest(
+            f"ttl_s must be a whole number of seconds from 1 to {MAX_HOLD_TTL_S}.", field="ttl_s"
+        )
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise e.InvalidRequest(f"{name} must be a timezone-aware datetime.", field=name)
+    return value
+
+
+def _usage_json(usage: Usage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "input_audio_tokens": usage.input_audio_tokens,
+        "output_audio_tokens": usage.output_audio_tokens,
+        "requests": usage.requests,
+    }
+
+
+def _charge_json(charge: Charge) -> dict[str, Any]:
+    """The whole breakdown of a priced amount, JSON-ready, money as strings."""
+    return {
+        "provider": charge.provider,
+        "model": charge.model,
+        "model_matched": charge.model_matched,
+        "usage": _usage_json(charge.usage),
+        "provider_cost": str(charge.provider_cost),
+        "provider_currency": charge.provider_currency,
+        "price_source": charge.price_source,
+        "fx_rate": str(charge.fx_rate),
+        "markup_percent": str(charge.markup_percent),
+        "amount": str(charge.amount),
+        "currency": charge.currency,
+        "at": charge.at.isoformat(),
+        "detail": charge.breakdown,
+    }
+
+
+def _same_capture(first: Entry, micros: int | None, usage: Usage | None) -> bool:
+    """Does a second capture ask for what the first one posted?"""
+    if usage is not None:
+        return first.input_tokens is not None and (
+            first.input_tokens,
+            first.output_tokens,
+            first.cache_read_tokens,
+            first.cache_write_tokens,
+        ) == (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+        )
+    return (
+        micros is not None
+        and first.input_tokens is None
+        and to_micros(first.amount, allow_zero=True) == micros
+    )
+
+
 def _token(nbytes: int = 12) -> str:
     return secrets.token_hex(nbytes)
 
@@ -1159,15 +1698,19 @@ def _expect(value: Hold | Entry | tx.Deferred, kind: type[T]) -> T:
 
 
 def _refusal_from_dict(data: dict[str, Any]) -> e.Refused:
-    details = data.get("details", {})
-    if data.get("code") == e.InsufficientBalance.code:
+    """A stored refusal, rebuilt as the same error class with the same details."""
+    details = dict(data.get("details", {}))
+    code = data.get("code")
+    if code == e.InsufficientBalance.code:
         return e.InsufficientBalance(
             account=details["account"],
             available=Decimal(details["available"]),
             required=Decimal(details["required"]),
             currency=details["currency"],
         )
-    err = e.Refused(data.get("message", "refused"), **details)
+    cls = e.REFUSAL_TYPES.get(str(code), e.Refused)
+    err = cls.__new__(cls)
+    e.AibillError.__init__(err, str(data.get("message", "refused")), **details)
     return err
 
 

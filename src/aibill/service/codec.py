@@ -29,6 +29,13 @@ def hold_from_row(row: Row[Any], currency: str) -> Hold:
         captured_amount=None if captured is None else from_micros(captured),
         entry_id=m["entry_id"],
         metadata=dict(m["metadata"] or {}),
+        provider=m["provider"],
+        model=m["model"],
+        model_matched=m["model_matched"],
+        feature_code=m["feature_code"],
+        feature_instance=m["feature_instance"],
+        workflow_id=m["workflow_id"],
+        estimate=m["estimate"],
     )
 
 
@@ -53,10 +60,48 @@ def entry_from_row(row: Row[Any], currency: str) -> Entry:
         corrects=m["corrects_entry_id"],
         description=m["description"],
         metadata=meta,
+        provider=m["provider"],
+        model=m["model"],
+        model_matched=m["model_matched"],
+        feature_code=m["feature_code"],
+        feature_instance=m["feature_instance"],
+        workflow_id=m["workflow_id"],
+        input_tokens=m["input_tokens"],
+        output_tokens=m["output_tokens"],
+        cache_read_tokens=m["cache_read_tokens"],
+        cache_write_tokens=m["cache_write_tokens"],
+        provider_cost=_pico(m["provider_cost_pico"]),
+        provider_currency=m["provider_currency"],
+        price_source=m["price_source"],
+        fx_rate=_exact(m["fx_rate"]),
+        markup_percent=_exact(m["markup_percent"]),
+        breakdown=m["breakdown"],
+        over_limit=m["over_limit"],
     )
 
 
+PICO = Decimal(10) ** 12
+
+
+def _pico(value: int | None) -> Decimal | None:
+    """Pico-units back to an exact Decimal, without trailing zeros."""
+    if value is None:
+        return None
+    return _normal(Decimal(value) / PICO)
+
+
+def _normal(value: Decimal) -> Decimal:
+    # normalize() would write 100 as 1E+2; keep plain notation.
+    text = format(value.normalize(), "f")
+    return Decimal(text)
+
+
+def _exact(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
 _DECIMALS = {"amount", "captured_amount", "balance_after", "shortfall"}
+_EXACT = {"provider_cost", "fx_rate", "markup_percent"}
 _TIMES = {"created_at", "expires_at", "resolved_at", "posted_at"}
 
 
@@ -67,7 +112,7 @@ def snapshot(value: Hold | Entry) -> dict[str, Any]:
         if name == "replayed":
             continue
         v = getattr(value, name)
-        if name in _DECIMALS and v is not None:
+        if (name in _DECIMALS or name in _EXACT) and v is not None:
             v = str(v)
         elif name in _TIMES and v is not None:
             v = v.isoformat()
@@ -83,6 +128,9 @@ def from_snapshot(data: dict[str, Any]) -> Hold | Entry:
     for name in _DECIMALS:
         if data.get(name) is not None:
             data[name] = Decimal(data[name]).quantize(MICRO)
+    for name in _EXACT:
+        if data.get(name) is not None:
+            data[name] = Decimal(data[name])
     for name in _TIMES:
         if data.get(name) is not None:
             data[name] = datetime.fromisoformat(data[name])

@@ -124,7 +124,7 @@ holds = Table(
     ForeignKeyConstraint(
         ["mandate_id", "account_id"], ["accounts.mandate_id", "accounts.account_id"]
     ),
-    CheckConstraint("amount_micros > 0", name="amount_positive"),
+    CheckConstraint("amount_micros >= 0", name="amount_nonneg"),
     CheckConstraint(
         "status IN ('pending', 'captured', 'released', 'expired')", name="status_known"
     ),
@@ -168,13 +168,18 @@ entries = Table(
     Column("fx_rate", String(40), nullable=True),
     Column("markup_percent", String(40), nullable=True),
     Column("breakdown", JSON, nullable=True),
+    # Which spending limit this usage went past (usage that happened is recorded anyway).
+    Column("over_limit", String(64), nullable=True),
     ForeignKeyConstraint(
         ["mandate_id", "account_id"], ["accounts.mandate_id", "accounts.account_id"]
     ),
     ForeignKeyConstraint(
         ["mandate_id", "corrects_entry_id"], ["entries.mandate_id", "entries.entry_id"]
     ),
-    CheckConstraint("amount_micros > 0", name="amount_positive"),
+    # A priced call may cost nothing (a free model, zero tokens); a credit never.
+    CheckConstraint(
+        "amount_micros > 0 OR (kind = 'debit' AND amount_micros = 0)", name="amount_positive"
+    ),
     CheckConstraint("kind IN ('credit', 'debit')", name="kind_known"),
     CheckConstraint("shortfall_micros >= 0", name="shortfall_nonneg"),
     CheckConstraint("over_balance OR shortfall_micros = 0", name="shortfall_marked"),

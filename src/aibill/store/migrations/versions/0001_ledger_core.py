@@ -104,7 +104,10 @@ def upgrade() -> None:
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("metadata", sa.JSON(), nullable=False),
         sa.CheckConstraint("kind IN ('credit', 'debit')", name=op.f("ck_entries_kind_known")),
-        sa.CheckConstraint("amount_micros > 0", name=op.f("ck_entries_amount_positive")),
+        sa.CheckConstraint(
+            "amount_micros > 0 OR (kind = 'debit' AND amount_micros = 0)",
+            name=op.f("ck_entries_amount_positive"),
+        ),
         sa.CheckConstraint(
             "over_balance OR shortfall_micros = 0", name=op.f("ck_entries_shortfall_marked")
         ),
@@ -158,7 +161,7 @@ def upgrade() -> None:
             "status IN ('pending', 'captured', 'released', 'expired')",
             name=op.f("ck_holds_status_known"),
         ),
-        sa.CheckConstraint("amount_micros > 0", name=op.f("ck_holds_amount_positive")),
+        sa.CheckConstraint("amount_micros >= 0", name=op.f("ck_holds_amount_nonneg")),
         sa.ForeignKeyConstraint(
             ["mandate_id", "account_id"],
             ["accounts.mandate_id", "accounts.account_id"],

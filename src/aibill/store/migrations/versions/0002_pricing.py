@@ -133,6 +133,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("fx_rate", sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column("markup_percent", sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column("breakdown", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("over_limit", sa.String(length=64), nullable=True))
         batch_op.create_index(
             batch_op.f("ix_entries_mandate_id_feature_instance_posted_at"),
             ["mandate_id", "feature_instance", "posted_at"],
@@ -176,6 +177,7 @@ def downgrade() -> None:
     with op.batch_alter_table("entries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_entries_mandate_id_user_id_posted_at"))
         batch_op.drop_index(batch_op.f("ix_entries_mandate_id_feature_instance_posted_at"))
+        batch_op.drop_column("over_limit")
         batch_op.drop_column("breakdown")
         batch_op.drop_column("markup_percent")
         batch_op.drop_column("fx_rate")

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy import JSON, Connection, Engine, and_, func, or_, select, update
 
 from aibill.domain import errors as e
 from aibill.domain.clock import Clock, system_clock
@@ -57,6 +57,7 @@ from aibill.store.schema import (
     spending_limits,
     users,
 )
+from aibill.store.types import UTCDateTime
 
 T = TypeVar("T")
 
@@ -1433,6 +1434,7 @@ _COUNTERS = (_A.credits_posted, _A.debits_posted, _A.debits_pending, _A.overdraf
 _COUNTER_SQL = "credits_posted, debits_posted, debits_pending, overdraft_limit"
 _AVAILABLE_SQL = "credits_posted - debits_posted - debits_pending + overdraft_limit"
 _HOLD_TIMES = ("created_at", "expires_at", "resolved_at")
+_HOLD_JSON = ("metadata", "estimate")
 
 
 def _ctx_query(with_user: bool, with_key: bool) -> fast.Statement:
@@ -1465,22 +1467,21 @@ def _take_stmt(pending: bool, enforce: bool) -> fast.Statement:
     )
 
 
-def _insert_stmt(table: Any, times: tuple[str, ...], json_columns: tuple[str, ...]) -> Any:
+def _insert_stmt(table: Any) -> fast.Statement:
+    """INSERT of every column; times and JSON converted as their column types say."""
     names = [c.name for c in table.columns]
     return fast.Statement(
         f"INSERT INTO {table.name} ({', '.join(names)})"
         f" VALUES ({', '.join(':' + n for n in names)})",
-        times=times,
-        json_columns=json_columns,
+        times=[c.name for c in table.columns if isinstance(c.type, UTCDateTime)],
+        json_columns=[c.name for c in table.columns if isinstance(c.type, JSON)],
     )
 
 
 _CTX_QUERIES = {(u, k): _ctx_query(u, k) for u in (False, True) for k in (False, True)}
 _TAKE = {(p, f): _take_stmt(p, f) for p in (False, True) for f in (False, True)}
 _FAST_INSERTS: dict[str, fast.Statement] = {
-    "holds": _insert_stmt(holds, _HOLD_TIMES, ("metadata",)),
-    "entries": _insert_stmt(entries, ("posted_at",), ("metadata",)),
-    "idempotency_keys": _insert_stmt(idempotency_keys, ("created_at",), ("request", "result")),
+    t.name: _insert_stmt(t) for t in (holds, entries, idempotency_keys)
 }
 _POST_CAPTURE = fast.Statement(
     "UPDATE accounts SET debits_posted = debits_posted + :micros,"
@@ -1499,10 +1500,8 @@ _HOLD_SQL = (
     f"SELECT {', '.join(c.name for c in holds.columns)} FROM holds"
     " WHERE mandate_id = :mandate AND hold_id = :hold"
 )
-_READ_HOLD = fast.Statement(_HOLD_SQL, times=_HOLD_TIMES, json_columns=("metadata",))
-_LOCK_HOLD = fast.Statement(
-    _HOLD_SQL + " FOR UPDATE", times=_HOLD_TIMES, json_columns=("metadata",)
-)
+_READ_HOLD = fast.Statement(_HOLD_SQL, times=_HOLD_TIMES, json_columns=_HOLD_JSON)
+_LOCK_HOLD = fast.Statement(_HOLD_SQL + " FOR UPDATE", times=_HOLD_TIMES, json_columns=_HOLD_JSON)
 
 
 _LIMITS_SQL = (

@@ -51,6 +51,7 @@ from aibill.domain.model import (
 from aibill.pricing.catalog import Catalog, ProviderCost, Usage
 from aibill.service.billing import Billing
 from aibill.service.pricing import Charge, calculate_price_with_markup
+from aibill.service.reports import UsageRow, UserBalance
 from aibill.store.engine import make_engine
 from aibill.store.migrate import upgrade
 
@@ -121,6 +122,8 @@ __all__ = [
     "UnknownModel",
     "UnknownUser",
     "Usage",
+    "UsageRow",
+    "UserBalance",
     "__version__",
     "calculate_price_with_markup",
     "connect",

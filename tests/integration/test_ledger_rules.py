@@ -546,3 +546,19 @@ def test_metadata_and_times_read_back_as_written(billing: Billing, clock: Manual
     assert entry.metadata == listed.metadata == meta
     assert entry.posted_at == listed.posted_at == clock()
     assert listed == entry
+
+
+def test_an_expired_hold_does_not_inflate_a_shortfall(billing: Billing, clock: ManualClock) -> None:
+    """1 CHF, 0.40 held and expired unseen; usage of 1.20 that happened is short by
+    exactly 0.20, not 0.60: the expired hold's money was available."""
+    m = funded(billing, amount="1")
+    billing.hold(m, amount=D("0.4"), ttl_s=60, idempotency_key="h")
+    clock.advance(61)
+    entry = billing.record_usage(m, amount=D("1.2"), already_happened=True, idempotency_key="u")
+    assert entry.shortfall == D("0.2")
+    billing.credit(m, D("0.5"), idempotency_key="c")  # balance 0.30
+    other = billing.hold(m, amount=D("0.1"), ttl_s=60, idempotency_key="h2")
+    clock.advance(61)
+    captured = billing.capture(other.id, amount=D("0.4"))
+    assert captured.captured_after_expiry and captured.shortfall == D("0.1")
+    assert billing.verify() == []

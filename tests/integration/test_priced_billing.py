@@ -379,3 +379,18 @@ def test_history_filters_by_what_a_call_was_about(billing: Billing, acme: str) -
     assert len(billing.history(acme, feature_code="chatplayground").entries) == 1
     assert len(billing.history(acme, feature_instance="fi-1").entries) == 1
     assert [e.workflow_id for e in billing.history(acme, workflow_id="wf-1").entries] == ["wf-1"]
+
+
+def test_an_open_hold_counts_against_the_period_it_may_post_in(
+    billing: Billing, acme: str, clock: ManualClock
+) -> None:
+    """A hold placed at 23:50 on the last day of a month and still open after
+    midnight counts in the new month, where its capture would post."""
+    clock.set(datetime(2026, 3, 31, 23, 50, tzinfo=UTC))
+    billing.set_spending_limit(acme, D("1"), user="alice", period="month")
+    billing.hold(acme, amount=D("0.8"), user="alice", ttl_s=3600, idempotency_key="late")
+    clock.set(datetime(2026, 4, 1, 0, 10, tzinfo=UTC))
+    with pytest.raises(aibill.LimitExceeded):
+        billing.hold(acme, amount=D("0.3"), user="alice", idempotency_key="next")
+    clock.set(datetime(2026, 4, 1, 0, 51, tzinfo=UTC))  # the late hold has expired
+    assert billing.hold(acme, amount=D("0.3"), user="alice", idempotency_key="next2").amount

@@ -44,8 +44,10 @@ from aibill.domain.model import (
 )
 from aibill.domain.money import check_currency, from_micros, to_micros
 from aibill.pricing.catalog import Catalog, Usage
+from aibill.service import reports
 from aibill.service.codec import entry_from_row, from_snapshot, hold_from_row, snapshot
 from aibill.service.pricing import Charge, Pricing
+from aibill.service.reports import CsvLines, GroupBy, TextOut, UsageRow, UserBalance
 from aibill.store import fast, tx
 from aibill.store.schema import (
     accounts,
@@ -630,7 +632,7 @@ class Billing:
         )
         for row in rows:
             start = period_start(now, row.period)
-            spent = self._spent(conn, ctx.mandate, row.scope, row.subject, start)
+            spent = self._spent(conn, ctx.mandate, row.scope, row.subject, start, now)
             if spent + micros > row.amount_micros:
                 left = max(0, row.amount_micros - spent)
                 return e.LimitExceeded(
@@ -650,7 +652,13 @@ class Billing:
         return None
 
     def _spent(
-        self, conn: Connection, mandate: str, scope: str, subject: str, start: datetime
+        self,
+        conn: Connection,
+        mandate: str,
+        scope: str,
+        subject: str,
+        start: datetime,
+        now: datetime,
     ) -> int:
         column_e = entries.c.user_id if scope == "user" else entries.c.feature_instance
         column_h = _H.user_id if scope == "user" else _H.feature_instance
@@ -662,12 +670,13 @@ class Billing:
                 entries.c.posted_at >= start,
             )
         ).scalar_one()
+        # Every open hold counts, whenever it was placed: if captured, it posts now.
         held = conn.execute(
             select(func.coalesce(func.sum(_H.amount_micros), 0)).where(
                 _H.mandate_id == mandate,
                 _H.status == HoldStatus.PENDING.value,
                 column_h == subject,
-                _H.created_at >= start,
+                _H.expires_at > now,
             )
         ).scalar_one()
         return int(posted) + int(held)
@@ -852,11 +861,7 @@ class Billing:
                 "entry": entry_id,
             },
         )
-        shortfall = self._shortfall(ctx, acct, micros)
-        if shortfall and self._sweep(conn, ctx.mandate, row.account_id, now):
-            # Other holds had expired; with their money free the shortfall may shrink.
-            acct = _READ_COUNTERS.one(conn, {"mandate": ctx.mandate, "account": row.account_id})
-            shortfall = self._shortfall(ctx, acct, micros)
+        shortfall = self._settled_shortfall(conn, ctx, row.account_id, acct, micros, now)
         tags = Tags(
             row.provider, row.model, row.feature_code, row.feature_instance, row.workflow_id
         )
@@ -1020,7 +1025,7 @@ class Billing:
                 now=now,
                 balance_after=acct.credits_posted - acct.debits_posted,
                 user=user,
-                shortfall=self._shortfall(ctx, acct, posted),
+                shortfall=self._settled_shortfall(conn, ctx, account, acct, posted, now),
                 description=description,
                 metadata=meta,
                 tags=tags,
@@ -1057,6 +1062,17 @@ class Billing:
         if row is None and enforce and self._sweep(conn, ctx.mandate, account, now):
             row = stmt.first(conn, params)
         return row
+
+    def _settled_shortfall(
+        self, conn: Connection, ctx: _Ctx, account: str, acct: Any, micros: int, now: datetime
+    ) -> int:
+        """The shortfall of a just-posted debit, once overdue holds are expired:
+        money an expired hold still seemed to reserve was in fact available."""
+        shortfall = self._shortfall(ctx, acct, micros)
+        if shortfall and self._sweep(conn, ctx.mandate, account, now):
+            acct = _READ_COUNTERS.one(conn, {"mandate": ctx.mandate, "account": account})
+            shortfall = self._shortfall(ctx, acct, micros)
+        return shortfall
 
     def _shortfall(self, ctx: _Ctx, acct: Any, micros: int) -> int:
         """How much of a just-posted debit the account could not cover."""
@@ -1310,8 +1326,8 @@ class Billing:
             except ValueError:
                 raise e.InvalidRequest("kind must be 'credit' or 'debit'.", field="kind") from None
         for name, when in (("since", since), ("until", until)):
-            if when is not None and when.tzinfo is None:
-                raise e.InvalidRequest(f"{name} must be timezone-aware.", field=name)
+            if when is not None:
+                _aware(when, name)
         c = entries.c
         conds = [c.mandate_id == mandate]
         for col, value in (
@@ -1427,6 +1443,192 @@ class Billing:
 
             count += self._write(work)
         return count
+
+    # ----- reports (the work is done in aibill.service.reports)
+
+    def balances_for_user(self, user: str) -> list[UserBalance]:
+        """One row per mandate ``user`` belongs to, for the account the mandate's
+        billing model names for them (the pool, or their wallet), sorted by mandate.
+        Raises ``UnknownUser`` for a user aibill does not know."""
+        return reports.balances_for_user(self, user)
+
+    def usage_report(
+        self,
+        mandate: str,
+        *,
+        group_by: GroupBy = ("day",),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        user: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        feature_code: str | None = None,
+        feature_instance: str | None = None,
+        workflow_id: str | None = None,
+    ) -> list[UsageRow]:
+        """Usage totals per group: calls, tokens, provider cost, billed amount.
+
+        ``group_by``: at most one of ``day``, ``week`` (ISO, from Monday),
+        ``month`` (UTC buckets), and any of ``provider``, ``model``,
+        ``feature_code``, ``feature_instance``, ``user``, ``workflow_id``.
+        Only usage debits count; ``since <= posted_at < until``.
+        """
+        return reports.usage_report(
+            self,
+            mandate,
+            group_by=group_by,
+            since=since,
+            until=until,
+            user=user,
+            provider=provider,
+            model=model,
+            feature_code=feature_code,
+            feature_instance=feature_instance,
+            workflow_id=workflow_id,
+        )
+
+    def iter_history_csv(
+        self,
+        mandate: str,
+        *,
+        page_size: int = 1000,
+        spreadsheet_safe: bool = False,
+        user: str | None = None,
+        account: str | None = None,
+        kind: str | EntryKind | None = None,
+        reason: str | None = None,
+        hold_id: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        feature_code: str | None = None,
+        feature_instance: str | None = None,
+        workflow_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> CsvLines:
+        """The history as CSV lines, header first, newest first, ``history()``'s
+        filters; read one page at a time, so memory stays flat."""
+        return reports.iter_history_csv(
+            self,
+            mandate,
+            page_size=page_size,
+            spreadsheet_safe=spreadsheet_safe,
+            user=user,
+            account=account,
+            kind=kind,
+            reason=reason,
+            hold_id=hold_id,
+            provider=provider,
+            model=model,
+            feature_code=feature_code,
+            feature_instance=feature_instance,
+            workflow_id=workflow_id,
+            since=since,
+            until=until,
+        )
+
+    def export_history_csv(
+        self,
+        mandate: str,
+        out: TextOut,
+        *,
+        page_size: int = 1000,
+        spreadsheet_safe: bool = False,
+        user: str | None = None,
+        account: str | None = None,
+        kind: str | EntryKind | None = None,
+        reason: str | None = None,
+        hold_id: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        feature_code: str | None = None,
+        feature_instance: str | None = None,
+        workflow_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """Write the history as CSV to ``out``; returns the number of entries written."""
+        lines = self.iter_history_csv(
+            mandate,
+            page_size=page_size,
+            spreadsheet_safe=spreadsheet_safe,
+            user=user,
+            account=account,
+            kind=kind,
+            reason=reason,
+            hold_id=hold_id,
+            provider=provider,
+            model=model,
+            feature_code=feature_code,
+            feature_instance=feature_instance,
+            workflow_id=workflow_id,
+            since=since,
+            until=until,
+        )
+        return reports.write_lines(lines, out)
+
+    def iter_usage_report_csv(
+        self,
+        mandate: str,
+        *,
+        group_by: GroupBy = ("day",),
+        spreadsheet_safe: bool = False,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        user: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        feature_code: str | None = None,
+        feature_instance: str | None = None,
+        workflow_id: str | None = None,
+    ) -> CsvLines:
+        """``usage_report()`` as CSV lines, header first."""
+        return reports.iter_usage_report_csv(
+            self,
+            mandate,
+            group_by=group_by,
+            spreadsheet_safe=spreadsheet_safe,
+            since=since,
+            until=until,
+            user=user,
+            provider=provider,
+            model=model,
+            feature_code=feature_code,
+            feature_instance=feature_instance,
+            workflow_id=workflow_id,
+        )
+
+    def export_usage_report_csv(
+        self,
+        mandate: str,
+        out: TextOut,
+        *,
+        group_by: GroupBy = ("day",),
+        spreadsheet_safe: bool = False,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        user: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        feature_code: str | None = None,
+        feature_instance: str | None = None,
+        workflow_id: str | None = None,
+    ) -> int:
+        """Write ``usage_report()`` as CSV to ``out``; returns the number of groups written."""
+        lines = self.iter_usage_report_csv(
+            mandate,
+            group_by=group_by,
+            spreadsheet_safe=spreadsheet_safe,
+            since=since,
+            until=until,
+            user=user,
+            provider=provider,
+            model=model,
+            feature_code=feature_code,
+            feature_instance=feature_instance,
+            workflow_id=workflow_id,
+        )
+        return reports.write_lines(lines, out)
 
 
 # The statements of the hot path, as SQL both backends accept (see store.fast).

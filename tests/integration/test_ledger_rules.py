@@ -562,3 +562,26 @@ def test_an_expired_hold_does_not_inflate_a_shortfall(billing: Billing, clock: M
     captured = billing.capture(other.id, amount=D("0.4"))
     assert captured.captured_after_expiry and captured.shortfall == D("0.1")
     assert billing.verify() == []
+
+
+def test_a_capture_within_its_hold_is_never_short(billing: Billing) -> None:
+    """10 in, 10 held, 7 of usage that happened takes the account 7 short. The held
+    call then costs 5: its hold covers it, so that entry is not marked short; the
+    earlier entry already said so."""
+    m = funded(billing, amount="10")
+    hold = billing.hold(m, amount=D("10"), idempotency_key="h")
+    usage = billing.record_usage(m, amount=D("7"), already_happened=True, idempotency_key="u")
+    assert usage.over_balance and usage.shortfall == D("7")
+    entry = billing.capture(hold.id, amount=D("5"))
+    assert not entry.over_balance and entry.shortfall == 0
+    assert billing.balance(m).available == D("-2")
+
+
+def test_setting_an_overdraft_limit_answers_with_the_current_balance(
+    billing: Billing, clock: ManualClock
+) -> None:
+    m = funded(billing, amount="1")
+    billing.hold(m, amount=D("1"), ttl_s=60, idempotency_key="h")
+    clock.advance(61)
+    assert billing.set_overdraft_limit(m, D("0")) == billing.balance(m)
+    assert billing.balance(m).pending == 0

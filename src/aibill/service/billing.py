@@ -355,6 +355,7 @@ class Billing:
                 .where(_A.mandate_id == mandate, _A.account_id == account)
                 .values(overdraft_limit=limit)
             )
+            self._sweep(conn, mandate, account, self._now())
             return self._balance(conn, ctx, account)
 
         return self._write(work)
@@ -861,7 +862,10 @@ class Billing:
                 "entry": entry_id,
             },
         )
-        shortfall = self._settled_shortfall(conn, ctx, row.account_id, acct, micros, now)
+        # Only the part above what the hold still reserved is drawn from the
+        # available balance (DESIGN rule 3); a shortfall is measured on that part.
+        drawn = max(0, micros - freed)
+        shortfall = self._settled_shortfall(conn, ctx, row.account_id, acct, drawn, now)
         tags = Tags(
             row.provider, row.model, row.feature_code, row.feature_instance, row.workflow_id
         )
@@ -1075,7 +1079,7 @@ class Billing:
         return shortfall
 
     def _shortfall(self, ctx: _Ctx, acct: Any, micros: int) -> int:
-        """How much of a just-posted debit the account could not cover."""
+        """How much of ``micros`` just drawn from the available balance it could not cover."""
         if not ctx.model.enforced:
             return 0
         available: int = (

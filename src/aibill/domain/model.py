@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 from aibill.domain.errors import InvalidRequest
 
@@ -240,3 +240,33 @@ class Drift:
     counter: str
     stored_micros: int
     computed_micros: int
+
+
+class HistoryFilters(TypedDict, total=False):
+    """The filters of ``Billing.history`` (and of its CSV export)."""
+
+    user: str | None
+    account: str | None
+    kind: str | EntryKind | None
+    reason: str | None
+    hold_id: str | None
+    provider: str | None
+    model: str | None
+    feature_code: str | None
+    feature_instance: str | None
+    workflow_id: str | None
+    since: datetime | None
+    until: datetime | None
+
+
+class UsageFilters(TypedDict, total=False):
+    """The filters of ``Billing.usage_report`` (and of its CSV export)."""
+
+    since: datetime | None
+    until: datetime | None
+    user: str | None
+    provider: str | None
+    model: str | None
+    feature_code: str | None
+    feature_instance: str | None
+    workflow_id: str | None

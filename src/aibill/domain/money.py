@@ -21,6 +21,36 @@ MAX_AMOUNT_MICROS = 10**18
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
+def to_decimal(value: object, *, field: str = "amount") -> Decimal:
+    """A finite Decimal from a Decimal, an int or a decimal string; never from a
+    float (or a bool), which is refused with a message that says why."""
+    if isinstance(value, bool | float):
+        raise InvalidAmount(
+            f"{field} must be a Decimal, an int or a decimal string, not {type(value).__name__}: "
+            "floats cannot carry money exactly (write Decimal('0.10')).",
+            field=field,
+        )
+    if isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidAmount(
+                f"{field} {value!r} is not a decimal number.", field=field
+            ) from None
+    else:
+        raise InvalidAmount(
+            f"{field} must be a Decimal, an int or a decimal string, not {type(value).__name__}.",
+            field=field,
+        )
+    if not number.is_finite():
+        raise InvalidAmount(f"{field} must be a finite number, not {number}.", field=field)
+    return number
+
+
 def to_micros(amount: object, *, field: str = "amount", allow_zero: bool = False) -> int:
     """Turn a Decimal (or int, or decimal string) into micro-units, exactly.
 
@@ -28,30 +58,7 @@ def to_micros(amount: object, *, field: str = "amount", allow_zero: bool = False
     (unless ``allow_zero``), amounts with more than six decimal places and
     amounts above ``MAX_AMOUNT_MICROS``.
     """
-    if isinstance(amount, bool | float):
-        raise InvalidAmount(
-            f"{field} must be a Decimal, an int or a decimal string, not {type(amount).__name__}: "
-            "floats cannot carry money exactly (write Decimal('0.10')).",
-            field=field,
-        )
-    if isinstance(amount, int):
-        value = Decimal(amount)
-    elif isinstance(amount, Decimal):
-        value = amount
-    elif isinstance(amount, str):
-        try:
-            value = Decimal(amount.strip())
-        except InvalidOperation:
-            raise InvalidAmount(
-                f"{field} {amount!r} is not a decimal number.", field=field
-            ) from None
-    else:
-        raise InvalidAmount(
-            f"{field} must be a Decimal, an int or a decimal string, not {type(amount).__name__}.",
-            field=field,
-        )
-    if not value.is_finite():
-        raise InvalidAmount(f"{field} must be a finite number, not {value}.", field=field)
+    value = to_decimal(amount, field=field)
     scaled = value * MICROS_PER_UNIT
     if scaled != scaled.to_integral_value():
         raise InvalidAmount(

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from sqlalchemy import JSON, Connection, Engine, and_, func, or_, select, update
 
@@ -32,12 +32,14 @@ from aibill.domain.model import (
     Drift,
     Entry,
     EntryKind,
+    HistoryFilters,
     Hold,
     HoldStatus,
     Mandate,
     Page,
     SpendingLimit,
     Tags,
+    UsageFilters,
     check_key,
     check_name,
     wallet_account,
@@ -1497,38 +1499,12 @@ class Billing:
         *,
         page_size: int = 1000,
         spreadsheet_safe: bool = False,
-        user: str | None = None,
-        account: str | None = None,
-        kind: str | EntryKind | None = None,
-        reason: str | None = None,
-        hold_id: str | None = None,
-        provider: str | None = None,
-        model: str | None = None,
-        feature_code: str | None = None,
-        feature_instance: str | None = None,
-        workflow_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        **filters: Unpack[HistoryFilters],
     ) -> CsvLines:
         """The history as CSV lines, header first, newest first, ``history()``'s
         filters; read one page at a time, so memory stays flat."""
         return reports.iter_history_csv(
-            self,
-            mandate,
-            page_size=page_size,
-            spreadsheet_safe=spreadsheet_safe,
-            user=user,
-            account=account,
-            kind=kind,
-            reason=reason,
-            hold_id=hold_id,
-            provider=provider,
-            model=model,
-            feature_code=feature_code,
-            feature_instance=feature_instance,
-            workflow_id=workflow_id,
-            since=since,
-            until=until,
+            self, mandate, page_size=page_size, spreadsheet_safe=spreadsheet_safe, **filters
         )
 
     def export_history_csv(
@@ -1538,36 +1514,11 @@ class Billing:
         *,
         page_size: int = 1000,
         spreadsheet_safe: bool = False,
-        user: str | None = None,
-        account: str | None = None,
-        kind: str | EntryKind | None = None,
-        reason: str | None = None,
-        hold_id: str | None = None,
-        provider: str | None = None,
-        model: str | None = None,
-        feature_code: str | None = None,
-        feature_instance: str | None = None,
-        workflow_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        **filters: Unpack[HistoryFilters],
     ) -> int:
         """Write the history as CSV to ``out``; returns the number of entries written."""
         lines = self.iter_history_csv(
-            mandate,
-            page_size=page_size,
-            spreadsheet_safe=spreadsheet_safe,
-            user=user,
-            account=account,
-            kind=kind,
-            reason=reason,
-            hold_id=hold_id,
-            provider=provider,
-            model=model,
-            feature_code=feature_code,
-            feature_instance=feature_instance,
-            workflow_id=workflow_id,
-            since=since,
-            until=until,
+            mandate, page_size=page_size, spreadsheet_safe=spreadsheet_safe, **filters
         )
         return reports.write_lines(lines, out)
 
@@ -1577,29 +1528,11 @@ class Billing:
         *,
         group_by: GroupBy = ("day",),
         spreadsheet_safe: bool = False,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        user: str | None = None,
-        provider: str | None = None,
-        model: str | None = None,
-        feature_code: str | None = None,
-        feature_instance: str | None = None,
-        workflow_id: str | None = None,
+        **filters: Unpack[UsageFilters],
     ) -> CsvLines:
         """``usage_report()`` as CSV lines, header first."""
         return reports.iter_usage_report_csv(
-            self,
-            mandate,
-            group_by=group_by,
-            spreadsheet_safe=spreadsheet_safe,
-            since=since,
-            until=until,
-            user=user,
-            provider=provider,
-            model=model,
-            feature_code=feature_code,
-            feature_instance=feature_instance,
-            workflow_id=workflow_id,
+            self, mandate, group_by=group_by, spreadsheet_safe=spreadsheet_safe, **filters
         )
 
     def export_usage_report_csv(
@@ -1609,28 +1542,11 @@ class Billing:
         *,
         group_by: GroupBy = ("day",),
         spreadsheet_safe: bool = False,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        user: str | None = None,
-        provider: str | None = None,
-        model: str | None = None,
-        feature_code: str | None = None,
-        feature_instance: str | None = None,
-        workflow_id: str | None = None,
+        **filters: Unpack[UsageFilters],
     ) -> int:
         """Write ``usage_report()`` as CSV to ``out``; returns the number of groups written."""
         lines = self.iter_usage_report_csv(
-            mandate,
-            group_by=group_by,
-            spreadsheet_safe=spreadsheet_safe,
-            since=since,
-            until=until,
-            user=user,
-            provider=provider,
-            model=model,
-            feature_code=feature_code,
-            feature_instance=feature_instance,
-            workflow_id=workflow_id,
+            mandate, group_by=group_by, spreadsheet_safe=spreadsheet_safe, **filters
         )
         return reports.write_lines(lines, out)
 

@@ -61,7 +61,13 @@ from aibill.domain.errors import (
     UnknownModel,
 )
 from aibill.domain.model import check_name
-from aibill.domain.money import MAX_AMOUNT_MICROS, check_currency, from_micros, round_to_micros
+from aibill.domain.money import (
+    MAX_AMOUNT_MICROS,
+    check_currency,
+    from_micros,
+    round_to_micros,
+    to_decimal,
+)
 from aibill.pricing.catalog import Catalog, CostComponent, ProviderCost, Usage
 from aibill.store import fast, tx
 from aibill.store.schema import (
@@ -935,30 +941,7 @@ def _parse_decimal(
     signed: bool = False,
 ) -> Decimal:
     """A Decimal from a Decimal, int or decimal string; never from a float."""
-    if isinstance(value, bool | float):
-        raise InvalidAmount(
-            f"{field} must be a Decimal, an int or a decimal string, not "
-            f"{type(value).__name__}: floats cannot carry prices exactly (write Decimal('0.80')).",
-            field=field,
-        )
-    if isinstance(value, int):
-        number = Decimal(value)
-    elif isinstance(value, Decimal):
-        number = value
-    elif isinstance(value, str):
-        try:
-            number = Decimal(value.strip())
-        except InvalidOperation:
-            raise InvalidAmount(
-                f"{field} {value!r} is not a decimal number.", field=field
-            ) from None
-    else:
-        raise InvalidAmount(
-            f"{field} must be a Decimal, an int or a decimal string, not {type(value).__name__}.",
-            field=field,
-        )
-    if not number.is_finite():
-        raise InvalidAmount(f"{field} must be a finite number, not {number}.", field=field)
+    number = to_decimal(value, field=field)
     if number.is_zero():
         return Decimal(0)
     if not signed and number < 0:

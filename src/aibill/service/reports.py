@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, Unpack
 
 from sqlalchemy import (
     BigInteger,
@@ -36,8 +36,10 @@ from aibill.domain.model import (
     BillingModel,
     Entry,
     EntryKind,
+    HistoryFilters,
     HoldStatus,
     Page,
+    UsageFilters,
     check_name,
     wallet_account,
 )
@@ -528,18 +530,7 @@ def iter_history_csv(
     *,
     page_size: int = EXPORT_PAGE,
     spreadsheet_safe: bool = False,
-    user: str | None = None,
-    account: str | None = None,
-    kind: str | EntryKind | None = None,
-    reason: str | None = None,
-    hold_id: str | None = None,
-    provider: str | None = None,
-    model: str | None = None,
-    feature_code: str | None = None,
-    feature_instance: str | None = None,
-    workflow_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    **filters: Unpack[HistoryFilters],
 ) -> Iterator[str]:
     """The mandate's history as CSV lines (header first, each ending ``\\r\\n``),
     newest first, with the same filters as ``history()``.
@@ -548,20 +539,6 @@ def iter_history_csv(
     mandate raises here, before any line is produced. Then one page of
     ``page_size`` entries is read at a time, each in its own short read.
     """
-    filters: dict[str, Any] = {
-        "user": user,
-        "account": account,
-        "kind": kind,
-        "reason": reason,
-        "hold_id": hold_id,
-        "provider": provider,
-        "model": model,
-        "feature_code": feature_code,
-        "feature_instance": feature_instance,
-        "workflow_id": workflow_id,
-        "since": since,
-        "until": until,
-    }
     first = billing.history(mandate, limit=page_size, **filters)
     render = _line_writer(spreadsheet_safe)
 
@@ -597,14 +574,7 @@ def iter_usage_report_csv(
     *,
     group_by: Sequence[str] = ("day",),
     spreadsheet_safe: bool = False,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    user: str | None = None,
-    provider: str | None = None,
-    model: str | None = None,
-    feature_code: str | None = None,
-    feature_instance: str | None = None,
-    workflow_id: str | None = None,
+    **filters: Unpack[UsageFilters],
 ) -> Iterator[str]:
     """A usage report as CSV lines, header first.
 
@@ -613,19 +583,7 @@ def iter_usage_report_csv(
     UTC midnight); a group without a cost in some currency leaves that cell
     empty.
     """
-    rows = usage_report(
-        billing,
-        mandate,
-        group_by=group_by,
-        since=since,
-        until=until,
-        user=user,
-        provider=provider,
-        model=model,
-        feature_code=feature_code,
-        feature_instance=feature_instance,
-        workflow_id=workflow_id,
-    )
+    rows = usage_report(billing, mandate, group_by=group_by, **filters)
     keys = _check_group_by(group_by)
     currencies = sorted({cur for r in rows for cur in r.provider_cost})
     render = _line_writer(spreadsheet_safe)

@@ -70,6 +70,8 @@ def test_the_gpt4o_story(billing: Billing, acme: str) -> None:
         "wf-9",
     )
     assert entry.breakdown is not None and entry.breakdown["amount"] == "0.009744"
+    assert entry.breakdown["unit_prices"] == {"input_mtok": "2.5", "output_mtok": "10"}
+    assert entry.breakdown["fx"]["rate"] == "0.80" and entry.breakdown["provider_cost"] == "0.00812"
     bal = billing.balance(acme)
     assert (bal.balance, bal.pending) == (D("99.990256"), D("0"))
     # Read back through history, the breakdown is the same.

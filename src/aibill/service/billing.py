@@ -1758,22 +1758,9 @@ def _usage_json(usage: Usage) -> dict[str, int]:
 
 
 def _charge_json(charge: Charge) -> dict[str, Any]:
-    """The whole breakdown of a priced amount, JSON-ready, money as strings."""
-    return {
-        "provider": charge.provider,
-        "model": charge.model,
-        "model_matched": charge.model_matched,
-        "usage": _usage_json(charge.usage),
-        "provider_cost": str(charge.provider_cost),
-        "provider_currency": charge.provider_currency,
-        "price_source": charge.price_source,
-        "fx_rate": str(charge.fx_rate),
-        "markup_percent": str(charge.markup_percent),
-        "amount": str(charge.amount),
-        "currency": charge.currency,
-        "at": charge.at.isoformat(),
-        "detail": charge.breakdown,
-    }
+    """The whole breakdown of a priced amount, JSON-ready, money as strings:
+    usage, unit prices and components, provider cost, rate, markup, amount."""
+    return dict(charge.breakdown)
 
 
 def _same_capture(first: Entry, micros: int | None, usage: Usage | None) -> bool:

@@ -40,7 +40,17 @@ NAMING = {
 }
 metadata = MetaData(naming_convention=NAMING)
 REFERENCE_TABLES = frozenset(
-    {"users", "exchange_rates", "platform_prices", "platform_markups", "alembic_version"}
+    {
+        "users",
+        "exchange_rates",
+        "platform_prices",
+        "platform_markups",
+        "providers",
+        "platform_admins",
+        "platform_api_keys",
+        "platform_audit_log",
+        "alembic_version",
+    }
 )
 
 
@@ -170,6 +180,8 @@ entries = Table(
     Column("breakdown", JSON, nullable=True),
     # Which spending limit this usage went past (usage that happened is recorded anyway).
     Column("over_limit", String(64), nullable=True),
+    # Usage that happened on a provider the user may not use is recorded, and marked.
+    Column("provider_not_allowed", Boolean, nullable=True),
     ForeignKeyConstraint(
         ["mandate_id", "account_id"], ["accounts.mandate_id", "accounts.account_id"]
     ),
@@ -283,3 +295,116 @@ spending_limits = Table(
     CheckConstraint("period IN ('day', 'week', 'month')", name="period_known"),
     CheckConstraint("amount_micros >= 0", name="amount_nonneg"),
 )
+
+
+# ------------------------------------------------------------- access control
+
+providers = Table(
+    "providers",
+    metadata,
+    Column("provider", String(64), primary_key=True),
+    Column("display_name", String(128), nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+platform_admins = Table(
+    "platform_admins",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    ForeignKeyConstraint(["user_id"], ["users.user_id"]),
+)
+
+member_roles = Table(
+    "member_roles",
+    metadata,
+    Column("mandate_id", String(128), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
+    Column("role", String(64), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    ForeignKeyConstraint(
+        ["mandate_id", "user_id"], ["memberships.mandate_id", "memberships.user_id"]
+    ),
+)
+
+custom_roles = Table(
+    "custom_roles",
+    metadata,
+    Column("mandate_id", String(128), primary_key=True),
+    Column("role", String(64), primary_key=True),
+    Column("description", String(500), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    ForeignKeyConstraint(["mandate_id"], ["mandates.mandate_id"]),
+)
+
+permission_rules = Table(
+    "permission_rules",
+    metadata,
+    Column("mandate_id", String(128), primary_key=True),
+    Column("rule_id", String(64), primary_key=True),
+    Column("role", String(64), nullable=False),
+    Column("context", String(16), nullable=False),
+    Column("item", String(200), nullable=False),
+    Column("can_view", Boolean, nullable=False),
+    Column("can_create", Boolean, nullable=False),
+    Column("can_update", Boolean, nullable=False),
+    Column("can_delete", Boolean, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    ForeignKeyConstraint(["mandate_id"], ["mandates.mandate_id"]),
+    CheckConstraint("context IN ('resource', 'data', 'ui')", name="context_known"),
+    Index(None, "mandate_id", "role"),
+)
+
+
+def _key_columns() -> list[Column[Any]]:
+    return [
+        Column("key_id", String(32), primary_key=True),
+        Column("user_id", String(128), nullable=False),
+        Column("name", String(128), nullable=True),
+        # SHA-256 of the secret: the secret is 256 random bits, so a fast hash
+        # is enough; it is compared in constant time.
+        Column("secret_hash", String(64), nullable=False),
+        Column("scopes", JSON, nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("expires_at", UTCDateTime(), nullable=True),
+        Column("revoked_at", UTCDateTime(), nullable=True),
+        Column("last_used_at", UTCDateTime(), nullable=True),
+    ]
+
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("mandate_id", String(128), primary_key=True),
+    *_key_columns(),
+    ForeignKeyConstraint(
+        ["mandate_id", "user_id"], ["memberships.mandate_id", "memberships.user_id"]
+    ),
+)
+
+platform_api_keys = Table("platform_api_keys", metadata, *_key_columns())
+
+
+def _audit_columns() -> list[Column[Any]]:
+    return [
+        Column("audit_id", String(64), primary_key=True),
+        Column("at", UTCDateTime(), nullable=False),
+        Column("actor", String(160), nullable=False),
+        Column("action", String(64), nullable=False),
+        Column("target", String(300), nullable=True),
+        Column("before", JSON, nullable=True),
+        Column("after", JSON, nullable=True),
+    ]
+
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("mandate_id", String(128), primary_key=True),
+    *_audit_columns(),
+    Index(None, "mandate_id", "at"),
+)
+
+platform_audit_log = Table("platform_audit_log", metadata, *_audit_columns())

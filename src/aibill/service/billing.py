@@ -10,6 +10,7 @@ both spend the same money, whether they race in threads or in processes.
 from __future__ import annotations
 
 import base64
+import copy
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -45,8 +46,9 @@ from aibill.domain.model import (
     wallet_account,
 )
 from aibill.domain.money import check_currency, from_micros, to_micros
+from aibill.domain.principal import SYSTEM, Principal, PrincipalKind, Scope
 from aibill.pricing.catalog import Catalog, Usage
-from aibill.service import reports
+from aibill.service import audit, reports
 from aibill.service.codec import entry_from_row, from_snapshot, hold_from_row, snapshot
 from aibill.service.pricing import Charge, Pricing
 from aibill.service.reports import CsvLines, GroupBy, TextOut, UsageRow, UserBalance
@@ -104,11 +106,90 @@ class Billing:
         self._clock = clock
         self._pg = engine.dialect.name == "postgresql"
         self.pricing = Pricing(engine, clock=clock, catalog=catalog)
+        self._principal: Principal = SYSTEM
         """Exchange rates, markups and custom prices (:class:`~aibill.service.pricing.Pricing`)."""
 
     @property
     def engine(self) -> Engine:
         return self._engine
+
+    @property
+    def principal(self) -> Principal:
+        """Who this ledger acts for: the trusted system principal unless
+        :meth:`as_principal` said otherwise."""
+        return self._principal
+
+    def as_principal(self, principal: Principal) -> Billing:
+        """This ledger acting for ``principal``: every operation then checks that
+        the principal may do it (its mandate, its roles, its key's scopes), and
+        administrative changes are audited under its name. Shares the engine."""
+        if not isinstance(principal, Principal):
+            raise e.InvalidRequest("principal must be an aibill Principal.", field="principal")
+        view = copy.copy(self)
+        view._principal = principal
+        return view
+
+    def _authorize(self, conn: Connection, mandate: str | None, need: Scope) -> None:
+        """Refuse unless the principal may do a ``need`` operation on ``mandate``
+        (``None``: the platform). Fails closed; a principal of another mandate
+        learns nothing about whether ``mandate`` exists."""
+        p = self._principal
+        if p.kind is PrincipalKind.SYSTEM:
+            return
+        if not _scope_allows(p.scopes, need):
+            raise e.PermissionDenied(
+                f"This key's scopes ({', '.join(sorted(p.scopes))}) do not allow {need.value}.",
+                scope=need.value,
+            )
+        if p.kind is PrincipalKind.SYSADMIN:
+            if p.user is not None and not _is_sysadmin(conn, p.user):
+                raise e.PermissionDenied("This principal is no longer a system admin.")
+            return
+        if mandate is None or p.mandate != mandate or p.user is None:
+            raise e.PermissionDenied(
+                "Not allowed for this principal (or there is no such mandate)."
+            )
+        if need is Scope.ADMIN and not _has_role(conn, mandate, p.user, "admin"):
+            raise e.PermissionDenied(
+                f"{p.user!r} is not an admin of mandate {mandate!r}.", user=p.user
+            )
+        if not _is_member(conn, mandate, p.user):
+            raise e.PermissionDenied(
+                "Not allowed for this principal (or there is no such mandate)."
+            )
+
+    def _audit(
+        self,
+        conn: Connection,
+        mandate: str | None,
+        action: str,
+        *,
+        target: str | None = None,
+        before: Any = None,
+        after: Any = None,
+    ) -> None:
+        audit.record(
+            conn,
+            mandate=mandate,
+            actor=self._principal,
+            action=action,
+            at=self._now(),
+            target=target,
+            before=before,
+            after=after,
+        )
+
+    def audit_log(
+        self, mandate: str | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> audit.AuditPage:
+        """A mandate's audit log, newest first, for its admins; ``None``: the
+        platform's, for system admins."""
+
+        def work(conn: Connection) -> audit.AuditPage:
+            self._authorize(conn, mandate, Scope.ADMIN)
+            return audit.read(conn, mandate, limit=limit, cursor=cursor)
+
+        return self._read(work)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -257,6 +338,7 @@ class Billing:
         check_currency(currency)
 
         def work(conn: Connection) -> Mandate:
+            self._authorize(conn, None, Scope.ADMIN)
             row = conn.execute(select(mandates).where(mandates.c.mandate_id == mandate)).first()
             if row is not None:
                 for name, stored, asked in (
@@ -288,12 +370,15 @@ class Billing:
                     currency=currency,
                     created_at=now,
                 )
-            return Mandate(mandate, model, currency, now)
+            created = Mandate(mandate, model, currency, now)
+            self._audit(conn, mandate, "mandate.create", target=mandate, after=created)
+            return created
 
         return self._write(work)
 
     def get_mandate(self, mandate: str) -> Mandate:
         def work(conn: Connection) -> Mandate:
+            self._authorize(conn, mandate, Scope.READ)
             row = conn.execute(select(mandates).where(mandates.c.mandate_id == mandate)).first()
             if row is None:
                 raise e.UnknownMandate(mandate)
@@ -306,8 +391,11 @@ class Billing:
         check_name(user, "user")
 
         def work(conn: Connection) -> str:
+            # A mandate's admin may register identities (to make them members).
+            self._authorize(conn, self._principal.mandate, Scope.ADMIN)
             if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first() is None:
                 self._insert(conn, users, user_id=user, created_at=self._now())
+                self._audit(conn, None, "user.add", target=user)
             return user
 
         return self._write(work)
@@ -318,6 +406,7 @@ class Billing:
         check_name(user, "user")
 
         def work(conn: Connection) -> None:
+            self._authorize(conn, mandate, Scope.ADMIN)
             ctx = self._ctx(conn, mandate)
             if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first() is None:
                 raise e.UnknownUser(user)
@@ -330,6 +419,7 @@ class Billing:
                 return
             now = self._now()
             self._insert(conn, memberships, mandate_id=mandate, user_id=user, created_at=now)
+            self._audit(conn, mandate, "member.add", target=user)
             if ctx.model is BillingModel.PREPAY_USER:
                 self._insert(
                     conn,
@@ -350,12 +440,22 @@ class Billing:
         limit = to_micros(amount, field="overdraft_limit", allow_zero=True)
 
         def work(conn: Connection) -> Balance:
+            self._authorize(conn, mandate, Scope.ADMIN)
             ctx = self._ctx(conn, mandate, user=user)
             account = self._account_for(conn, ctx, user)
+            before = self._balance(conn, ctx, account).overdraft_limit
             conn.execute(
                 update(accounts)
                 .where(_A.mandate_id == mandate, _A.account_id == account)
                 .values(overdraft_limit=limit)
+            )
+            self._audit(
+                conn,
+                mandate,
+                "account.overdraft_limit",
+                target=account,
+                before={"overdraft_limit": before},
+                after={"overdraft_limit": from_micros(limit)},
             )
             self._sweep(conn, mandate, account, self._now())
             return self._balance(conn, ctx, account)
@@ -393,6 +493,7 @@ class Billing:
         }
 
         def work(conn: Connection) -> Entry | tx.Deferred:
+            self._authorize(conn, mandate, Scope.ADMIN)
             ctx = self._ctx(conn, mandate, user=user, key=key)
             replay = self._replay(ctx, key, "credit", request)
             if replay is not None:
@@ -421,6 +522,19 @@ class Billing:
                 corrects=corrects,
             )
             self._remember(conn, mandate, key, "credit", request, entry, now)
+            self._audit(
+                conn,
+                mandate,
+                "credit",
+                target=account,
+                after={
+                    "entry_id": entry.id,
+                    "amount": entry.amount,
+                    "currency": entry.currency,
+                    "reason": reason,
+                    "balance_after": entry.balance_after,
+                },
+            )
             return entry
 
         return self._write(work)
@@ -465,6 +579,7 @@ class Billing:
         }
 
         def work(conn: Connection) -> Hold | tx.Deferred:
+            self._authorize(conn, mandate, Scope.USE)
             ctx = self._ctx(conn, mandate, user=user, key=key)
             replay = self._replay(ctx, key, "hold", request)
             if replay is not None:
@@ -544,6 +659,7 @@ class Billing:
         when = _aware(at, "at") if at is not None else None
 
         def work(conn: Connection) -> Charge:
+            self._authorize(conn, mandate, Scope.USE)
             ctx = self._ctx(conn, mandate)
             charge = asked.estimate(self, conn, ctx, tags, when or self._now())
             assert charge is not None  # the priced form always prices
@@ -567,6 +683,7 @@ class Billing:
         micros = to_micros(estimate, field="estimate", allow_zero=True)
 
         def work(conn: Connection) -> CheckResult:
+            self._authorize(conn, mandate, Scope.USE)
             ctx = self._ctx(conn, mandate, user=user)
             account = self._account_for(conn, ctx, user)
             balance = self._balance(conn, ctx, account)
@@ -703,6 +820,7 @@ class Billing:
         micros = None if amount is None else to_micros(amount, allow_zero=True)
 
         def work(conn: Connection) -> SpendingLimit | None:
+            self._authorize(conn, mandate, Scope.ADMIN)
             ctx = self._ctx(conn, mandate)
             if scope == "user":
                 self._account_for(conn, ctx, subject)  # the user must be a member
@@ -713,12 +831,24 @@ class Billing:
                 "period": period,
             }
             where = [spending_limits.c[k] == v for k, v in key.items()]
+            old = conn.execute(select(spending_limits.c.amount_micros).where(*where)).scalar()
             conn.execute(spending_limits.delete().where(*where))
+            target = f"{scope}:{subject}/{period}"
+            before = None if old is None else {"amount": from_micros(old)}
             if micros is None:
+                self._audit(conn, mandate, "limit.remove", target=target, before=before)
                 return None
             now = self._now()
             conn.execute(
                 spending_limits.insert().values(**key, amount_micros=micros, updated_at=now)
+            )
+            self._audit(
+                conn,
+                mandate,
+                "limit.set",
+                target=target,
+                before=before,
+                after={"amount": from_micros(micros)},
             )
             return SpendingLimit(mandate, scope, subject, period, from_micros(micros), ctx.currency)
 
@@ -726,6 +856,7 @@ class Billing:
 
     def spending_limits(self, mandate: str) -> list[SpendingLimit]:
         def work(conn: Connection) -> list[SpendingLimit]:
+            self._authorize(conn, mandate, Scope.READ)
             ctx = self._ctx(conn, mandate)
             c = spending_limits.c
             rows = conn.execute(
@@ -782,6 +913,7 @@ class Billing:
         }
 
         def work(conn: Connection) -> Entry:
+            self._authorize(conn, mandate, Scope.USE)
             ctx = self._ctx(conn, mandate, key=key)
             if key is not None:
                 replay = self._replay(ctx, key, "capture", request)
@@ -903,6 +1035,7 @@ class Billing:
         request = {"hold_id": hold_id}
 
         def work(conn: Connection) -> Hold:
+            self._authorize(conn, mandate, Scope.USE)
             ctx = self._ctx(conn, mandate, key=key)
             if key is not None:
                 replay = self._replay(ctx, key, "release", request)
@@ -992,6 +1125,7 @@ class Billing:
         }
 
         def work(conn: Connection) -> Entry | tx.Deferred:
+            self._authorize(conn, mandate, Scope.USE)
             ctx = self._ctx(conn, mandate, user=user, key=key)
             replay = self._replay(ctx, key, "record_usage", request)
             if replay is not None:
@@ -1237,6 +1371,7 @@ class Billing:
         """
 
         def read(conn: Connection) -> Balance | None:
+            self._authorize(conn, mandate, Scope.READ)
             ctx = self._ctx(conn, mandate, user=user)
             account = self._account_for(conn, ctx, user)
             overdue = conn.execute(
@@ -1252,6 +1387,7 @@ class Billing:
             return None if overdue else self._balance(conn, ctx, account)
 
         def sweep(conn: Connection) -> Balance:
+            self._authorize(conn, mandate, Scope.READ)
             ctx = self._ctx(conn, mandate, user=user)
             account = self._account_for(conn, ctx, user)
             self._sweep(conn, mandate, account, self._now())
@@ -1287,6 +1423,7 @@ class Billing:
         mandate = _mandate_of(hold_id)
 
         def work(conn: Connection) -> Hold:
+            self._authorize(conn, mandate, Scope.READ)
             ctx = self._ctx(conn, mandate)
             row = conn.execute(
                 select(holds).where(_H.mandate_id == mandate, _H.hold_id == hold_id)
@@ -1366,6 +1503,7 @@ class Billing:
         )
 
         def work(conn: Connection) -> Page:
+            self._authorize(conn, mandate, Scope.READ)
             ctx = self._ctx(conn, mandate)
             rows = conn.execute(stmt).all()
             items = [entry_from_row(r, ctx.currency) for r in rows[:limit]]
@@ -1381,6 +1519,7 @@ class Billing:
         """
 
         def work(conn: Connection) -> list[Drift]:
+            self._authorize(conn, mandate, Scope.READ)
             found: list[Drift] = []
             sums: dict[tuple[str, str], dict[str, int]] = {}
             c = entries.c
@@ -1431,7 +1570,12 @@ class Billing:
         )
         if mandate is not None:
             q = q.where(_H.mandate_id == mandate)
-        targets = self._read(lambda conn: conn.execute(q).all())
+
+        def find(conn: Connection) -> list[Any]:
+            self._authorize(conn, mandate, Scope.USE)
+            return list(conn.execute(q).all())
+
+        targets = self._read(find)
         count = 0
         for m, a in targets:
 
@@ -1456,7 +1600,12 @@ class Billing:
         """One row per mandate ``user`` belongs to, for the account the mandate's
         billing model names for them (the pool, or their wallet), sorted by mandate.
         Raises ``UnknownUser`` for a user aibill does not know."""
-        return reports.balances_for_user(self, user)
+        p = self._principal
+        if p.kind is PrincipalKind.USER and p.user != user:
+            self._read(lambda conn: self._authorize(conn, None, Scope.READ))
+        rows = reports.balances_for_user(self, user)
+        # A member's key sees its own mandate's row only.
+        return [r for r in rows if p.kind is not PrincipalKind.USER or r.mandate == p.mandate]
 
     def usage_report(
         self,
@@ -1479,6 +1628,7 @@ class Billing:
         ``feature_code``, ``feature_instance``, ``user``, ``workflow_id``.
         Only usage debits count; ``since <= posted_at < until``.
         """
+        self._read(lambda conn: self._authorize(conn, mandate, Scope.READ))
         return reports.usage_report(
             self,
             mandate,
@@ -1531,6 +1681,7 @@ class Billing:
         **filters: Unpack[UsageFilters],
     ) -> CsvLines:
         """``usage_report()`` as CSV lines, header first."""
+        self._read(lambda conn: self._authorize(conn, mandate, Scope.READ))
         return reports.iter_usage_report_csv(
             self, mandate, group_by=group_by, spreadsheet_safe=spreadsheet_safe, **filters
         )
@@ -1782,6 +1933,37 @@ def _same_capture(first: Entry, micros: int | None, usage: Usage | None) -> bool
         and first.input_tokens is None
         and to_micros(first.amount, allow_zero=True) == micros
     )
+
+
+def _scope_allows(scopes: frozenset[Scope], need: Scope) -> bool:
+    """An admin key may do everything; a use key may also read."""
+    if Scope.ADMIN in scopes:
+        return True
+    if need is Scope.READ:
+        return bool(scopes & {Scope.READ, Scope.USE})
+    return need in scopes
+
+
+def _has_role(conn: Connection, mandate: str, user: str, role: str) -> bool:
+    found = _ROLE.first(conn, {"mandate": mandate, "user": user, "role": role})
+    return found is not None or _is_sysadmin(conn, user)
+
+
+def _is_member(conn: Connection, mandate: str, user: str) -> bool:
+    return _MEMBER.first(conn, {"mandate": mandate, "user": user}) is not None
+
+
+def _is_sysadmin(conn: Connection, user: str) -> bool:
+    return _SYSADMIN.first(conn, {"user": user}) is not None
+
+
+_ROLE = fast.Statement(
+    "SELECT role FROM member_roles WHERE mandate_id = :mandate AND user_id = :user AND role = :role"
+)
+_MEMBER = fast.Statement(
+    "SELECT user_id FROM memberships WHERE mandate_id = :mandate AND user_id = :user"
+)
+_SYSADMIN = fast.Statement("SELECT user_id FROM platform_admins WHERE user_id = :user")
 
 
 def _token(nbytes: int = 12) -> str:

@@ -1,0 +1,142 @@
+"""The audit log: who changed what, when, from what to what.
+
+Every administrative change writes one record in the same transaction as the
+change itself, so a change without its record (or the reverse) cannot exist.
+Records are append-only (database triggers refuse UPDATE and DELETE). A
+mandate's changes are kept with the mandate; platform-wide changes (exchange
+rates, platform prices and markups, the provider registry, system admins,
+their keys) in the platform's own log.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import Connection, and_, or_, select
+
+from aibill.domain import errors as e
+from aibill.domain.principal import Principal
+from aibill.store.schema import audit_log, platform_audit_log
+
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: str
+    mandate: str | None
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    records: list[AuditRecord]
+    cursor: str | None
+
+
+def jsonable(value: Any) -> Any:
+    """Money and times as strings, enums by value: what an audit record stores."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {f: jsonable(getattr(value, f)) for f in value.__dataclass_fields__}
+    return value
+
+
+def record(
+    conn: Connection,
+    *,
+    mandate: str | None,
+    actor: Principal,
+    action: str,
+    at: datetime,
+    target: str | None = None,
+    before: Any = None,
+    after: Any = None,
+) -> None:
+    """Write one audit record inside the caller's transaction."""
+    values = {
+        "audit_id": f"a{time.time_ns() // 1000:014x}{secrets.token_hex(5)}",
+        "at": at,
+        "actor": actor.name,
+        "action": action,
+        "target": target,
+        "before": None if before is None else jsonable(before),
+        "after": None if after is None else jsonable(after),
+    }
+    if mandate is None:
+        conn.execute(platform_audit_log.insert().values(**values))
+    else:
+        conn.execute(audit_log.insert().values(mandate_id=mandate, **values))
+
+
+def read(
+    conn: Connection, mandate: str | None, *, limit: int = 100, cursor: str | None = None
+) -> AuditPage:
+    """A page of a mandate's audit log (or the platform's), newest first."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise e.InvalidRequest(f"limit must be from 1 to {MAX_PAGE}.", field="limit")
+    table = platform_audit_log if mandate is None else audit_log
+    c = table.c
+    conds = [] if mandate is None else [c.mandate_id == mandate]
+    if cursor:
+        at, audit_id = _decode(cursor)
+        conds.append(or_(c.at < at, and_(c.at == at, c.audit_id < audit_id)))
+    rows = conn.execute(
+        select(table).where(*conds).order_by(c.at.desc(), c.audit_id.desc()).limit(limit + 1)
+    ).all()
+    records = [
+        AuditRecord(
+            id=r.audit_id,
+            mandate=mandate,
+            at=r.at,
+            actor=r.actor,
+            action=r.action,
+            target=r.target,
+            before=r.before,
+            after=r.after,
+        )
+        for r in rows[:limit]
+    ]
+    more = len(rows) > limit and records
+    return AuditPage(records, _encode(records[-1]) if more else None)
+
+
+def _encode(rec: AuditRecord) -> str:
+    raw = f"{rec.at.isoformat()}|{rec.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, audit_id = raw.split("|", 1)
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None:
+            raise ValueError
+        return when, audit_id
+    except (ValueError, UnicodeDecodeError):
+        raise e.InvalidRequest(
+            "cursor is not one that the audit log returned.", field="cursor"
+        ) from None

@@ -214,3 +214,26 @@ def test_audit_records_cannot_be_changed(two: Billing) -> None:
 def test_as_principal_needs_a_principal(billing: Billing) -> None:
     with pytest.raises(aibill.InvalidRequest):
         billing.as_principal("alice")  # type: ignore[arg-type]
+
+
+def test_pricing_settings_follow_the_same_rules(two: Billing) -> None:
+    alice = two.as_principal(member("a", "alice"))
+    bob = two.as_principal(member("b", "bob"))
+    alice.pricing.set_markup(D("20"), mandate="a", provider="openai")
+    alice.pricing.set_custom_price(
+        "private", "tuned-1", input_mtok=D("1"), output_mtok=D("2"), mandate="a"
+    )
+    with pytest.raises(aibill.PermissionDenied):
+        bob.pricing.set_markup(D("0"), mandate="a")
+    with pytest.raises(aibill.PermissionDenied):
+        bob.pricing.custom_prices("a")
+    with pytest.raises(aibill.PermissionDenied):
+        alice.pricing.set_exchange_rate("USD", "CHF", D("0.8"))  # platform-wide
+    assert [r.action for r in two.audit_log("a").records][:2] == [
+        "custom_price.set",
+        "markup.set",
+    ]
+    two.pricing.set_exchange_rate("USD", "CHF", D("0.8"))
+    platform = two.audit_log().records
+    assert platform[0].action == "exchange_rate.set" and platform[0].actor == "system"
+    assert two.pricing.markup_for("a", "openai", "gpt-4o") == D("20")

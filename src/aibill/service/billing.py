@@ -105,8 +105,10 @@ class Billing:
         self._engine = engine
         self._clock = clock
         self._pg = engine.dialect.name == "postgresql"
-        self.pricing = Pricing(engine, clock=clock, catalog=catalog)
         self._principal: Principal = SYSTEM
+        self.pricing = Pricing(
+            engine, clock=clock, catalog=catalog, guard=self._authorize, auditor=self._audit_hook
+        )
         """Exchange rates, markups and custom prices (:class:`~aibill.service.pricing.Pricing`)."""
 
     @property
@@ -127,6 +129,7 @@ class Billing:
             raise e.InvalidRequest("principal must be an aibill Principal.", field="principal")
         view = copy.copy(self)
         view._principal = principal
+        view.pricing = self.pricing.bound(view._authorize, view._audit_hook)
         return view
 
     def _authorize(self, conn: Connection, mandate: str | None, need: Scope) -> None:
@@ -178,6 +181,17 @@ class Billing:
             before=before,
             after=after,
         )
+
+    def _audit_hook(
+        self,
+        conn: Connection,
+        mandate: str | None,
+        action: str,
+        target: str | None,
+        before: Any,
+        after: Any,
+    ) -> None:
+        self._audit(conn, mandate, action, target=target, before=before, after=after)
 
     def audit_log(
         self, mandate: str | None = None, *, limit: int = 100, cursor: str | None = None

@@ -24,6 +24,7 @@ strings only, floats refused.
 
 from __future__ import annotations
 
+import copy
 import csv
 import secrets
 from collections.abc import Callable, Iterable
@@ -68,6 +69,7 @@ from aibill.domain.money import (
     round_to_micros,
     to_decimal,
 )
+from aibill.domain.principal import Scope
 from aibill.pricing.catalog import Catalog, CostComponent, ProviderCost, Usage
 from aibill.store import fast, tx
 from aibill.store.schema import (
@@ -270,6 +272,20 @@ def calculate_price_with_markup(
 # ------------------------------------------------------------------ service
 
 
+Guard = Callable[[Connection, "str | None", Scope], None]
+Auditor = Callable[[Connection, "str | None", str, "str | None", Any, Any], None]
+
+
+def _trust(conn: Connection, mandate: str | None, need: Scope) -> None:
+    """Standalone use: the embedding program is trusted."""
+
+
+def _no_audit(
+    conn: Connection, mandate: str | None, action: str, target: str | None, before: Any, after: Any
+) -> None:
+    """Standalone use: no audit log."""
+
+
 class Pricing:
     """Exchange rates, markups and custom prices, and the charge of a model call.
 
@@ -280,11 +296,26 @@ class Pricing:
     """
 
     def __init__(
-        self, engine: Engine, *, clock: Clock = system_clock, catalog: Catalog | None = None
+        self,
+        engine: Engine,
+        *,
+        clock: Clock = system_clock,
+        catalog: Catalog | None = None,
+        guard: Guard | None = None,
+        auditor: Auditor | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._catalog = catalog if catalog is not None else Catalog()
+        # Set by the billing service: who may change what, and the audit log.
+        self._guard: Guard = guard or _trust
+        self._auditor: Auditor = auditor or _no_audit
+
+    def bound(self, guard: Guard, auditor: Auditor) -> Pricing:
+        """This pricing service acting under another principal's guard and audit."""
+        view = copy.copy(self)
+        view._guard, view._auditor = guard, auditor
+        return view
 
     @property
     def catalog(self) -> Catalog:
@@ -327,6 +358,7 @@ class Pricing:
         src = _check_source(source)
 
         def work(conn: Connection) -> ExchangeRate:
+            self._guard(conn, None, Scope.ADMIN)
             now = self._now()
             stored = conn.execute(
                 select(exchange_rates).where(
@@ -347,7 +379,9 @@ class Pricing:
                     created_at=now,
                 )
             )
-            return ExchangeRate(base, quote, value, start.astimezone(UTC), src, now)
+            created = ExchangeRate(base, quote, value, start.astimezone(UTC), src, now)
+            self._auditor(conn, None, "exchange_rate.set", f"{base}/{quote}", None, created)
+            return created
 
         return self._write(work)
 
@@ -366,6 +400,7 @@ class Pricing:
         parsed = _parse_csv(source)
 
         def work(conn: Connection) -> int:
+            self._guard(conn, None, Scope.ADMIN)
             now = self._now()
             pairs = {(r.base, r.quote) for _, r in parsed}
             stored: dict[tuple[str, str, datetime], ExchangeRate] = {}
@@ -393,6 +428,7 @@ class Pricing:
                 )
             if new:
                 conn.execute(insert(exchange_rates), new)
+                self._auditor(conn, None, "exchange_rate.import", None, None, {"rates": new})
             return len(new)
 
         return self._write(work)
@@ -447,11 +483,15 @@ class Pricing:
         scope = _markup_scope(mandate, provider, model)
 
         def work(conn: Connection) -> Markup:
+            self._guard(conn, mandate, Scope.ADMIN)
             now = self._now()
             if mandate is not None:
                 _require_mandate(conn, mandate)
             table, where = _markup_where(scope)
             found = conn.execute(select(table.c.percent).where(*where)).first()
+            target = f"{provider or '*'}/{model or '*'}"
+            before = None if found is None else {"percent": found.percent}
+            self._auditor(conn, mandate, "markup.set", target, before, {"percent": pct})
             if found is None:
                 conn.execute(
                     insert(table).values(**_markup_key(scope), percent=_store(pct), updated_at=now)
@@ -472,8 +512,15 @@ class Pricing:
         scope = _markup_scope(mandate, provider, model)
 
         def work(conn: Connection) -> bool:
+            self._guard(conn, mandate, Scope.ADMIN)
             table, where = _markup_where(scope)
-            return bool(conn.execute(table.delete().where(*where)).rowcount)
+            found = conn.execute(select(table.c.percent).where(*where)).first()
+            if found is None:
+                return False
+            conn.execute(table.delete().where(*where))
+            target = f"{provider or '*'}/{model or '*'}"
+            self._auditor(conn, mandate, "markup.clear", target, {"percent": found.percent}, None)
+            return True
 
         return self._write(work)
 
@@ -482,6 +529,8 @@ class Pricing:
         least specific first."""
 
         def work(conn: Connection) -> list[Markup]:
+            if mandate is not None:
+                self._guard(conn, mandate, Scope.READ)
             if mandate is None:
                 rows = conn.execute(
                     select(platform_markups).order_by(_PM.provider, _PM.model)
@@ -600,6 +649,7 @@ class Pricing:
             key["mandate_id"] = mandate
 
         def work(conn: Connection) -> CustomPrice:
+            self._guard(conn, mandate, Scope.ADMIN)
             now = self._now()
             if mandate is not None:
                 _require_mandate(conn, mandate)
@@ -637,7 +687,7 @@ class Pricing:
                     created_at=now,
                 )
             )
-            return CustomPrice(
+            created = CustomPrice(
                 price_id=price_id,
                 provider=prov,
                 model=mod,
@@ -652,6 +702,8 @@ class Pricing:
                 output_limit=output_limit,
                 created_at=now,
             )
+            self._auditor(conn, mandate, "custom_price.set", f"{prov}/{mod}", None, created)
+            return created
 
         return self._write(work)
 
@@ -660,6 +712,8 @@ class Pricing:
         by provider, model and then oldest first (past, current and future)."""
 
         def work(conn: Connection) -> list[CustomPrice]:
+            if mandate is not None:
+                self._guard(conn, mandate, Scope.READ)
             if mandate is None:
                 stmt = select(platform_prices)
                 table: Table = platform_prices

@@ -21,6 +21,7 @@ from aibill.domain.errors import (
     IdempotencyConflict,
     InsufficientBalance,
     InvalidAmount,
+    InvalidApiKey,
     InvalidRequest,
     LimitExceeded,
     MissingExchangeRate,
@@ -48,6 +49,7 @@ from aibill.domain.model import (
     SpendingLimit,
     Tags,
 )
+from aibill.domain.principal import SYSTEM, Principal, PrincipalKind, Scope
 from aibill.pricing.catalog import Catalog, ProviderCost, Usage
 from aibill.service.billing import Billing
 from aibill.service.pricing import Charge, calculate_price_with_markup
@@ -82,6 +84,7 @@ def connect(
 
 
 __all__ = [
+    "SYSTEM",
     "AibillError",
     "AlreadyExists",
     "Balance",
@@ -103,6 +106,7 @@ __all__ = [
     "IdempotencyConflict",
     "InsufficientBalance",
     "InvalidAmount",
+    "InvalidApiKey",
     "InvalidRequest",
     "LimitExceeded",
     "Mandate",
@@ -112,8 +116,11 @@ __all__ = [
     "NotFound",
     "Page",
     "PermissionDenied",
+    "Principal",
+    "PrincipalKind",
     "ProviderCost",
     "Refused",
+    "Scope",
     "SpendingLimit",
     "StoreUnavailable",
     "Tags",

@@ -237,3 +237,27 @@ def test_pricing_settings_follow_the_same_rules(two: Billing) -> None:
     platform = two.audit_log().records
     assert platform[0].action == "exchange_rate.set" and platform[0].actor == "system"
     assert two.pricing.markup_for("a", "openai", "gpt-4o") == D("20")
+
+
+def test_an_api_key_acts_for_its_holder(two: Billing) -> None:
+    alice = two.as_principal(member("a", "alice"))
+    created = alice.keys.create_key(user="alice", mandate="a", scopes=["billing:use"])
+    gateway = two.authenticate(created.secret)
+    assert gateway.principal.user == "alice" and gateway.principal.mandate == "a"
+    assert gateway.hold("a", amount=D("1"), idempotency_key="gw").amount == D("1")
+    with pytest.raises(aibill.PermissionDenied):
+        gateway.credit("a", D("1"), idempotency_key="gw2")  # a use key is not an admin key
+    with pytest.raises(aibill.PermissionDenied):
+        gateway.hold("b", amount=D("1"), idempotency_key="gw3")
+    bob = two.as_principal(member("b", "bob"))
+    with pytest.raises(aibill.PermissionDenied):
+        bob.keys.create_key(user="alice", mandate="a")
+    with pytest.raises(aibill.PermissionDenied):
+        bob.keys.list_keys("a")
+    alice.keys.revoke_key(created.info.key_id, mandate="a")
+    with pytest.raises(aibill.InvalidApiKey) as refused:
+        two.authenticate(created.secret)
+    assert refused.value.code == "invalid_api_key"
+    actions = [r.action for r in two.audit_log("a").records]
+    assert actions[:2] == ["api_key.revoke", "api_key.create"]
+    assert created.secret not in str(two.audit_log("a").records)

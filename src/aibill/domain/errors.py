@@ -12,7 +12,8 @@ understands. The tree::
     │   ├── UnknownAccount        unknown_account
     │   ├── HoldNotFound          hold_not_found
     │   ├── UnknownModel          unknown_model          no price for this provider/model
-    │   └── MissingExchangeRate   missing_exchange_rate  no rate in force for the pair
+    │   ├── MissingExchangeRate   missing_exchange_rate  no rate in force for the pair
+    │   └── UnknownApiKey         unknown_api_key
     ├── Refused                   refused             a business refusal; stored, replayed
     │   ├── InsufficientBalance   insufficient_balance
     │   └── LimitExceeded         limit_exceeded
@@ -23,6 +24,7 @@ understands. The tree::
     │   └── HoldAlreadyReleased   hold_already_released
     ├── PermissionDenied          permission_denied
     │   └── NotAMember            not_a_member
+    ├── InvalidApiKey             invalid_api_key     a key refused, whatever the reason
     └── StoreUnavailable          store_unavailable   the database failed after bounded retries
 
 Business refusals (``Refused``) are outcomes, not faults: the first outcome
@@ -188,6 +190,24 @@ class NotAMember(PermissionDenied):
         super().__init__(
             f"User {user!r} is not a member of mandate {mandate!r}.", mandate=mandate, user=user
         )
+
+
+class InvalidApiKey(AibillError):
+    """An API key was refused. The message is the same whatever the reason
+    (malformed, unknown, wrong secret, revoked, expired, holder gone)."""
+
+    code = "invalid_api_key"
+
+    def __init__(self) -> None:
+        super().__init__("The API key is not valid.")
+
+
+class UnknownApiKey(NotFound):
+    code = "unknown_api_key"
+
+    def __init__(self, key_id: str, mandate: str | None) -> None:
+        where = f"mandate {mandate!r}" if mandate is not None else "the platform"
+        super().__init__(f"No API key {key_id!r} in {where}.", key_id=key_id, mandate=mandate)
 
 
 class StoreUnavailable(AibillError):

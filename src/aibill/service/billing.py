@@ -50,6 +50,7 @@ from aibill.domain.principal import SYSTEM, Principal, PrincipalKind, Scope
 from aibill.pricing.catalog import Catalog, Usage
 from aibill.service import audit, reports
 from aibill.service.codec import entry_from_row, from_snapshot, hold_from_row, snapshot
+from aibill.service.keys import Keys
 from aibill.service.pricing import Charge, Pricing
 from aibill.service.reports import CsvLines, GroupBy, TextOut, UsageRow, UserBalance
 from aibill.store import fast, tx
@@ -109,6 +110,8 @@ class Billing:
         self.pricing = Pricing(
             engine, clock=clock, catalog=catalog, guard=self._authorize, auditor=self._audit_hook
         )
+        self.keys = Keys(engine, clock=clock, guard=self._authorize, auditor=self._audit_hook)
+        """API keys: create (the secret shown once), list, revoke, authenticate."""
         """Exchange rates, markups and custom prices (:class:`~aibill.service.pricing.Pricing`)."""
 
     @property
@@ -121,6 +124,11 @@ class Billing:
         :meth:`as_principal` said otherwise."""
         return self._principal
 
+    def authenticate(self, key: str) -> Billing:
+        """This ledger acting for the holder of API ``key``; ``InvalidApiKey``
+        (the same answer for every reason) if the key is refused."""
+        return self.as_principal(self.keys.authenticate(key))
+
     def as_principal(self, principal: Principal) -> Billing:
         """This ledger acting for ``principal``: every operation then checks that
         the principal may do it (its mandate, its roles, its key's scopes), and
@@ -130,6 +138,7 @@ class Billing:
         view = copy.copy(self)
         view._principal = principal
         view.pricing = self.pricing.bound(view._authorize, view._audit_hook)
+        view.keys = self.keys.bound(view._authorize, view._audit_hook)
         return view
 
     def _authorize(self, conn: Connection, mandate: str | None, need: Scope) -> None:

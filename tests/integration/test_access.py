@@ -42,7 +42,7 @@ def acme(billing: Billing, access: Access) -> str:
     for user in ("alice", "bob", "carol", "dave"):
         billing.add_user(user)
     for user in ("alice", "bob", "carol"):
-        billing.add_member("acme", user)
+        billing.add_member("acme", user, role=None)
     for provider in PROVIDERS:
         access.register_provider(provider)
     return "acme"
@@ -284,7 +284,7 @@ def test_a_mandate_widens_a_builtin_role(access: Access, acme: str) -> None:
 
 def test_roles_and_rules_stay_in_their_mandate(billing: Billing, access: Access, acme: str) -> None:
     billing.create_mandate("beta")
-    billing.add_member("beta", "bob")
+    billing.add_member("beta", "bob", role=None)
     access.grant_role("beta", "bob", "admin")
     access.add_rule("beta", "viewer", "resource", "*", ["view"])
     access.grant_role(acme, "bob", "viewer")

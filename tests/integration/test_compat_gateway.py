@@ -439,15 +439,15 @@ def test_transaction_history_refuses_a_limit_that_is_not_a_number(ledger: Billin
 # ------------------------------------------------------------- permissions
 
 
-def test_providers_fail_closed_without_permissions(
-    ledger: Billing, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="aibill.compat.gateway"):
-        assert service().isProviderAllowed("openai") is False
-        assert service().getallowedProviders() == []
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("'openai' refused" in m and "not available" in m for m in messages)
-    assert any("no providers allowed" in m for m in messages)
+def test_providers_follow_the_ledgers_permissions(ledger: Billing) -> None:
+    """No provider is registered: nothing is allowed (fail closed). Once openai is
+    registered, a member may use it; the registry and roles decide, not the gateway."""
+    assert service().isProviderAllowed("openai") is False
+    assert service().getallowedProviders() == []
+    ledger.access.register_provider("openai")
+    assert service().isProviderAllowed("openai") is True
+    assert service().isProviderAllowed("mistral") is False
+    assert service().getallowedProviders() == ["openai"]
 
 
 class Permitting(Billing):

@@ -31,7 +31,13 @@ from aibill.service.keys import (
     format_key,
     parse_key,
 )
-from aibill.store.schema import api_keys, memberships, platform_admins, platform_api_keys
+from aibill.store.schema import (
+    api_keys,
+    member_roles,
+    memberships,
+    platform_admins,
+    platform_api_keys,
+)
 
 HEX64 = "0123456789abcdef" * 4
 
@@ -87,6 +93,11 @@ def remove_member(billing: Billing, mandate: str, user: str) -> None:
     with billing.engine.begin() as conn:
         conn.execute(
             text("ALTER TABLE api_keys DROP CONSTRAINT fk_api_keys_mandate_id_user_id_memberships")
+        )
+        conn.execute(
+            delete(member_roles).where(
+                member_roles.c.mandate_id == mandate, member_roles.c.user_id == user
+            )
         )
         conn.execute(
             delete(memberships).where(

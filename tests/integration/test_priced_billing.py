@@ -16,7 +16,8 @@ from aibill import Billing, ManualClock, Usage
 
 @pytest.fixture
 def acme(billing: Billing, clock: ManualClock) -> str:
-    """A CHF mandate topped up with 100, a USD->CHF rate of 0.80, alice and bob."""
+    """A CHF mandate topped up with 100, a USD->CHF rate of 0.80, alice and bob
+    (members, who may use the registered providers openai and anthropic)."""
     billing.create_mandate("acme", billing_model="prepay_mandate", currency="CHF")
     for user in ("alice", "bob"):
         billing.add_user(user)
@@ -25,6 +26,8 @@ def acme(billing: Billing, clock: ManualClock) -> str:
     billing.pricing.set_exchange_rate(
         "USD", "CHF", D("0.80"), valid_from=clock() - timedelta(days=1)
     )
+    for provider in ("openai", "anthropic"):
+        billing.access.register_provider(provider)
     return "acme"
 
 
@@ -124,6 +127,7 @@ def test_a_custom_price_overrides_the_catalog(
     )
     entry = billing.record_usage(
         acme,
+        user="alice",
         provider="openai",
         model="gpt-4o",
         usage=Usage(input_tokens=1200, output_tokens=512),
@@ -137,6 +141,7 @@ def test_a_markup_for_the_mandate(billing: Billing, acme: str) -> None:
     billing.pricing.set_markup(D("20"), mandate=acme, provider="openai")
     entry = billing.record_usage(
         acme,
+        user="alice",
         provider="openai",
         model="gpt-4o",
         usage=Usage(input_tokens=1200, output_tokens=512),
@@ -151,10 +156,12 @@ def test_unknown_models_and_missing_rates_write_nothing(billing: Billing, acme: 
         gpt4o_hold(billing, model="gpt-nonexistent-9")
     assert unknown.value.code == "unknown_model"
     billing.create_mandate("euro", currency="EUR")
+    billing.add_member("euro", "alice")
     billing.credit("euro", D("10"), idempotency_key="t")
     with pytest.raises(aibill.MissingExchangeRate) as missing:
         billing.hold(
             "euro",
+            user="alice",
             provider="openai",
             model="gpt-4o",
             input_tokens=10,
@@ -170,6 +177,7 @@ def test_unknown_models_and_missing_rates_write_nothing(billing: Billing, acme: 
     )
     hold = billing.hold(
         "euro",
+        user="alice",
         provider="openai",
         model="gpt-4o",
         input_tokens=10,
@@ -181,8 +189,12 @@ def test_unknown_models_and_missing_rates_write_nothing(billing: Billing, acme: 
 
 def test_same_currency_needs_no_rate(billing: Billing) -> None:
     billing.create_mandate("usd", billing_model="unlimited", currency="USD")
+    billing.add_user("alice")
+    billing.add_member("usd", "alice")
+    billing.access.register_provider("openai")
     entry = billing.record_usage(
         "usd",
+        user="alice",
         provider="openai",
         model="gpt-4o",
         usage=Usage(input_tokens=1200, output_tokens=512),
@@ -367,6 +379,7 @@ def test_history_filters_by_what_a_call_was_about(billing: Billing, acme: str) -
     billing.capture(gpt.id, usage=Usage(input_tokens=10, output_tokens=10))
     billing.record_usage(
         acme,
+        user="bob",
         provider="anthropic",
         model="claude-sonnet-4-5",
         usage=Usage(input_tokens=100, output_tokens=10),
@@ -396,3 +409,72 @@ def test_an_open_hold_counts_against_the_period_it_may_post_in(
         billing.hold(acme, amount=D("0.3"), user="alice", idempotency_key="next")
     clock.set(datetime(2026, 4, 1, 0, 51, tzinfo=UTC))  # the late hold has expired
     assert billing.hold(acme, amount=D("0.3"), user="alice", idempotency_key="next2").amount
+
+
+# ------------------------------------------------------- provider permissions
+
+
+def test_a_provider_must_be_allowed_before_money_moves(billing: Billing, acme: str) -> None:
+    before = billing.balance(acme)
+    with pytest.raises(aibill.ProviderNotAllowed) as info:
+        gpt4o_hold(billing, provider="mistral", model="mistral-large-latest")
+    err = info.value
+    assert err.code == "provider_not_allowed"
+    assert err.details["provider"] == "mistral" and err.details["roles"] == ["member"]
+    assert "mistral" in err.message and "not registered" in err.message
+    # The refusal is the key's outcome: replayed, even once mistral is allowed.
+    billing.access.register_provider("mistral")
+    with pytest.raises(aibill.ProviderNotAllowed):
+        gpt4o_hold(billing, provider="mistral", model="mistral-large-latest")
+    assert billing.balance(acme) == before
+
+
+def test_disabling_a_provider_stops_new_holds_at_once(billing: Billing, acme: str) -> None:
+    first = gpt4o_hold(billing, key="before")
+    billing.access.set_provider_enabled("openai", False)
+    with pytest.raises(aibill.ProviderNotAllowed, match="disabled"):
+        gpt4o_hold(billing, key="after")
+    # The call already running is still billed: a capture is not a new call.
+    entry = billing.capture(first.id, usage=Usage(input_tokens=10, output_tokens=10))
+    assert entry.provider == "openai"
+    check = billing.check(acme, user="alice", provider="openai", estimate=D("0.01"))
+    assert not check.allowed and check.reason == "provider_not_allowed"
+
+
+def test_a_viewer_may_not_use_providers(billing: Billing, acme: str) -> None:
+    billing.add_user("vera")
+    billing.add_member(acme, "vera", role="viewer")
+    with pytest.raises(aibill.ProviderNotAllowed, match="viewer"):
+        gpt4o_hold(billing, user="vera")
+    billing.access.add_rule(acme, "viewer", "resource", "resource.aicore.openai", ["view"])
+    assert gpt4o_hold(billing, user="vera", key="now").amount == D("0.0132")
+    assert billing.allowed_providers(acme, "vera") == ["openai"]
+    assert billing.is_provider_allowed(acme, "vera", "openai")
+    assert not billing.is_provider_allowed(acme, "vera", "anthropic")
+
+
+def test_a_call_without_a_user_has_nobody_to_allow(billing: Billing, acme: str) -> None:
+    with pytest.raises(aibill.ProviderNotAllowed, match="names no user"):
+        gpt4o_hold(billing, user=None)
+
+
+def test_usage_that_happened_on_a_forbidden_provider_is_recorded_and_marked(
+    billing: Billing, acme: str
+) -> None:
+    usage = Usage(input_tokens=1200, output_tokens=512)
+    billing.access.set_provider_enabled("openai", False)
+    with pytest.raises(aibill.ProviderNotAllowed):
+        billing.record_usage(
+            acme, user="alice", provider="openai", model="gpt-4o", usage=usage, idempotency_key="u"
+        )
+    entry = billing.record_usage(
+        acme,
+        user="alice",
+        provider="openai",
+        model="gpt-4o",
+        usage=usage,
+        already_happened=True,
+        idempotency_key="u2",
+    )
+    assert entry.provider_not_allowed and entry.amount == D("0.009744")
+    assert billing.history(acme, provider="openai").entries[0].provider_not_allowed

@@ -15,16 +15,11 @@ from sqlalchemy import insert
 import aibill
 from aibill import Billing, ManualClock
 from aibill.domain.principal import Principal, PrincipalKind, Scope
-from aibill.store.schema import member_roles, platform_admins
+from aibill.store.schema import platform_admins
 
 
 def grant(billing: Billing, mandate: str, user: str, role: str) -> None:
-    with billing.engine.begin() as conn:
-        conn.execute(
-            insert(member_roles).values(
-                mandate_id=mandate, user_id=user, role=role, created_at=datetime.now(UTC)
-            )
-        )
+    billing.access.grant_role(mandate, user, role)
 
 
 def member(mandate: str, user: str, *scopes: Scope) -> Principal:
@@ -118,7 +113,6 @@ def test_a_members_key_works_in_its_own_mandate(two: Billing) -> None:
 def test_admin_changes_need_the_admin_role(two: Billing) -> None:
     two.add_user("carol")
     two.add_member("a", "carol")
-    grant(two, "a", "carol", "member")
     carol = two.as_principal(member("a", "carol"))
     with pytest.raises(aibill.PermissionDenied, match="not an admin"):
         carol.credit("a", D("100"), idempotency_key="mine")
@@ -188,6 +182,7 @@ def test_administrative_changes_are_audited(two: Billing, clock: ManualClock) ->
         "account.overdraft_limit",
         "credit",
         "credit",  # the funding credit, by the system
+        "role.grant",
         "member.add",
         "mandate.create",
     ]

@@ -68,6 +68,8 @@ class Story:
             b.add_user(user)
             b.add_member("acme", user)
         b.credit("acme", D("100"), idempotency_key="topup")
+        for provider in ("openai", "anthropic"):
+            b.access.register_provider(provider)
         self.use(T1, "alice", "openai", "gpt-4o", Usage(1000, 1000), "chat")
         self.use(T2, "bob", "openai", "gpt-4o-mini", Usage(10_000, 2000), "chat")
         self.use(T3, "alice", "anthropic", "claude-sonnet-4-5", Usage(2000, 500), "automation")
@@ -296,6 +298,9 @@ def test_amount_only_usage_and_mixed_provider_currencies(
     group: the provider cost is kept per currency, and the plain amount adds a
     call and money but no cost."""
     billing.create_mandate("lab", billing_model="unlimited", currency="USD")
+    billing.add_user("ann")
+    billing.add_member("lab", "ann")
+    billing.access.register_provider("openai")
     billing.pricing.set_exchange_rate("EUR", "USD", D("1.10"), valid_from=clock())
     billing.pricing.set_custom_price(
         "openai",
@@ -308,12 +313,24 @@ def test_amount_only_usage_and_mixed_provider_currencies(
     )
     clock.advance(60)
     billing.record_usage(
-        "lab", provider="openai", model="ft-private", usage=Usage(1000, 500), idempotency_key="a"
+        "lab",
+        user="ann",
+        provider="openai",
+        model="ft-private",
+        usage=Usage(1000, 500),
+        idempotency_key="a",
     )  # 0.004 EUR -> 0.0044 USD -> 0.0066 USD
     billing.record_usage(
-        "lab", provider="openai", model="gpt-4o", usage=Usage(1000, 1000), idempotency_key="b"
+        "lab",
+        user="ann",
+        provider="openai",
+        model="gpt-4o",
+        usage=Usage(1000, 1000),
+        idempotency_key="b",
     )  # 0.0125 USD -> 0.01875
-    billing.record_usage("lab", amount=D("0.25"), provider="openai", idempotency_key="c")
+    billing.record_usage(
+        "lab", amount=D("0.25"), user="ann", provider="openai", idempotency_key="c"
+    )
     [row] = billing.usage_report("lab", group_by=["provider"])
     assert figures(row) == (
         "openai",
@@ -566,9 +583,13 @@ def test_spreadsheet_safe_defuses_formulas(billing: Billing) -> None:
     """Text a spreadsheet would run as a formula gets a leading quote; negative
     balances stay numbers."""
     billing.create_mandate("x", billing_model="unlimited", currency="USD")
+    billing.add_user("ann")
+    billing.add_member("x", "ann")
+    billing.access.register_provider("openai")
     billing.record_usage(
         "x",
         amount=D("2"),
+        user="ann",
         provider="openai",
         feature_code="=HYPERLINK(1)",
         description="@SUM(A1)",

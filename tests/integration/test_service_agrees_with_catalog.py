@@ -44,6 +44,10 @@ def test_billed_provider_cost_equals_genai_prices(db_url: str) -> None:
     clock = ManualClock(AT)
     billing: Billing = aibill.connect(db_url, clock=clock)
     billing.create_mandate("usd", billing_model="unlimited", currency="USD")
+    billing.add_user("alice")
+    billing.add_member("usd", "alice")
+    for provider in PROVIDERS:
+        billing.access.register_provider(provider)
     billing.pricing.set_markup(Decimal("0"), mandate="usd")
     models = [(p.id, m.id) for p in bundled_providers if p.id in PROVIDERS for m in p.models]
     assert len(models) > 150 and {p for p, _ in models} == set(PROVIDERS)
@@ -53,7 +57,12 @@ def test_billed_provider_cost_equals_genai_prices(db_url: str) -> None:
         expected = genai_total(provider, model, usage)
         try:
             entry = billing.record_usage(
-                "usd", provider=provider, model=model, usage=usage, idempotency_key=f"k{n}"
+                "usd",
+                user="alice",
+                provider=provider,
+                model=model,
+                usage=usage,
+                idempotency_key=f"k{n}",
             )
         except (aibill.UnknownModel, aibill.InvalidRequest) as exc:
             if expected is not None:

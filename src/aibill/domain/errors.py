@@ -16,7 +16,8 @@ understands. The tree::
     │   └── UnknownApiKey         unknown_api_key
     ├── Refused                   refused             a business refusal; stored, replayed
     │   ├── InsufficientBalance   insufficient_balance
-    │   └── LimitExceeded         limit_exceeded
+    │   ├── LimitExceeded         limit_exceeded
+    │   └── ProviderNotAllowed    provider_not_allowed   names the provider and the roles
     ├── Conflict                  conflict
     │   ├── IdempotencyConflict   idempotency_conflict   same key, other arguments (names the field)
     │   ├── AlreadyExists         already_exists         same name, different settings
@@ -218,7 +219,25 @@ class LimitExceeded(Refused):
     code = "limit_exceeded"
 
 
+class ProviderNotAllowed(Refused):
+    code = "provider_not_allowed"
+
+    def __init__(
+        self, provider: str, user: str | None, roles: tuple[str, ...], reason: str
+    ) -> None:
+        super().__init__(
+            f"Provider {provider!r} is not allowed"
+            + (f" for {user!r}" if user else "")
+            + f" (roles: {', '.join(roles) or 'none'}): {reason}",
+            provider=provider,
+            user=user,
+            roles=list(roles),
+            reason=reason,
+        )
+
+
 REFUSAL_TYPES: dict[str, type[Refused]] = {
     InsufficientBalance.code: InsufficientBalance,
     LimitExceeded.code: LimitExceeded,
+    ProviderNotAllowed.code: ProviderNotAllowed,
 }

@@ -217,6 +217,7 @@ class Entry:
     markup_percent: Decimal | None = None
     breakdown: dict[str, Any] | None = None
     over_limit: str | None = None
+    provider_not_allowed: bool = False
     replayed: bool = False
 
     def as_replay(self) -> Entry:

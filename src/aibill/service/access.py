@@ -20,6 +20,7 @@ allowed", and the reason is logged on the ``aibill.access`` logger.
 
 from __future__ import annotations
 
+import copy
 import logging
 import secrets
 from collections.abc import Callable, Iterable
@@ -51,6 +52,7 @@ from aibill.domain.permissions import (
     parse_permission,
     provider_item,
 )
+from aibill.domain.principal import Scope
 from aibill.store import fast, tx
 from aibill.store.schema import (
     custom_roles,
@@ -157,6 +159,20 @@ _ENABLED_PROVIDERS = fast.Statement(
 )
 
 
+Guard = Callable[[Connection, "str | None", Scope], None]
+Auditor = Callable[[Connection, "str | None", str, "str | None", Any, Any], None]
+
+
+def _trust(conn: Connection, mandate: str | None, need: Scope) -> None:
+    """Standalone use: the embedding program is trusted."""
+
+
+def _no_audit(
+    conn: Connection, mandate: str | None, action: str, target: str | None, before: Any, after: Any
+) -> None:
+    """Standalone use: no audit log."""
+
+
 class Access:
     """The provider registry, system admins, roles and rules, and the decisions.
 
@@ -164,9 +180,27 @@ class Access:
     to share between threads.
     """
 
-    def __init__(self, engine: Engine, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock = system_clock,
+        guard: Guard | None = None,
+        auditor: Auditor | None = None,
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        # Set by the billing service: the registry and system admins are
+        # managed by system admins, a mandate's roles and rules by its admins,
+        # and every change is audited in its own transaction.
+        self._authorize: Guard = guard or _trust
+        self._auditor: Auditor = auditor or _no_audit
+
+    def bound(self, guard: Guard, auditor: Auditor) -> Access:
+        """This access service acting under another principal's guard and audit."""
+        view = copy.copy(self)
+        view._authorize, view._auditor = guard, auditor
+        return view
 
     # ------------------------------------------------------------------ helpers
 
@@ -195,6 +229,15 @@ class Access:
         _check_bool(enabled, "enabled")
 
         def work(conn: Connection) -> ProviderInfo:
+            self._authorize(conn, None, Scope.ADMIN)
+            self._auditor(
+                conn,
+                None,
+                "provider.register",
+                name,
+                None,
+                {"enabled": enabled, "display_name": display_name},
+            )
             row = conn.execute(select(providers).where(providers.c.provider == name)).first()
             now = self._now()
             if row is None:
@@ -229,6 +272,15 @@ class Access:
         _check_bool(enabled, "enabled")
 
         def work(conn: Connection) -> ProviderInfo:
+            self._authorize(conn, None, Scope.ADMIN)
+            self._auditor(
+                conn,
+                None,
+                "provider.enable" if enabled else "provider.disable",
+                provider,
+                None,
+                None,
+            )
             row = conn.execute(select(providers).where(providers.c.provider == name)).first()
             if row is None:
                 raise _unknown_provider(name)
@@ -260,6 +312,8 @@ class Access:
         check_name(user, "user")
 
         def work(conn: Connection) -> None:
+            self._authorize(conn, None, Scope.ADMIN)
+            self._auditor(conn, None, "sysadmin.add", user, None, None)
             _require_user(conn, user)
             if not _is_sysadmin(conn, user):
                 conn.execute(insert(platform_admins).values(user_id=user, created_at=self._now()))
@@ -271,6 +325,8 @@ class Access:
         check_name(user, "user")
 
         def work(conn: Connection) -> None:
+            self._authorize(conn, None, Scope.ADMIN)
+            self._auditor(conn, None, "sysadmin.remove", user, None, None)
             _require_user(conn, user)
             conn.execute(delete(platform_admins).where(platform_admins.c.user_id == user))
 
@@ -298,6 +354,8 @@ class Access:
         check_role(role)
 
         def work(conn: Connection) -> list[str]:
+            self._authorize(conn, mandate, Scope.ADMIN)
+            self._auditor(conn, mandate, "role.grant", user, None, {"role": role})
             _require_member(conn, mandate, user)
             _require_role(conn, mandate, role)
             held = _roles(conn, mandate, user)
@@ -319,6 +377,8 @@ class Access:
         check_role(role)
 
         def work(conn: Connection) -> list[str]:
+            self._authorize(conn, mandate, Scope.ADMIN)
+            self._auditor(conn, mandate, "role.revoke", user, None, {"role": role})
             _require_member(conn, mandate, user)
             r = member_roles.c
             conn.execute(
@@ -336,6 +396,7 @@ class Access:
         _check_names(mandate, user)
 
         def work(conn: Connection) -> list[str]:
+            self._authorize(conn, mandate, Scope.READ)
             _require_member(conn, mandate, user)
             return _roles(conn, mandate, user)
 
@@ -360,6 +421,8 @@ class Access:
             )
 
         def work(conn: Connection) -> RoleInfo:
+            self._authorize(conn, mandate, Scope.ADMIN)
+            self._auditor(conn, mandate, "role.define", role, None, {"description": description})
             _require_mandate(conn, mandate)
             c = custom_roles.c
             row = conn.execute(
@@ -389,6 +452,7 @@ class Access:
         check_name(mandate, "mandate")
 
         def work(conn: Connection) -> list[RoleInfo]:
+            self._authorize(conn, mandate, Scope.READ)
             _require_mandate(conn, mandate)
             c = custom_roles.c
             rows = conn.execute(
@@ -421,6 +485,19 @@ class Access:
             )
 
         def work(conn: Connection) -> RuleInfo:
+            self._authorize(conn, mandate, Scope.ADMIN)
+            self._auditor(
+                conn,
+                mandate,
+                "rule.add",
+                role,
+                None,
+                {
+                    "context": rule.context,
+                    "item": rule.item,
+                    "permissions": sorted(p.value for p in rule.permissions),
+                },
+            )
             _require_mandate(conn, mandate)
             _require_role(conn, mandate, rule.role)
             c = permission_rules.c
@@ -473,6 +550,8 @@ class Access:
         check_name(mandate, "mandate")
 
         def work(conn: Connection) -> None:
+            self._authorize(conn, mandate, Scope.ADMIN)
+            self._auditor(conn, mandate, "rule.remove", rule_id, None, None)
             _require_mandate(conn, mandate)
             c = permission_rules.c
             gone = conn.execute(
@@ -497,6 +576,7 @@ class Access:
         check_name(mandate, "mandate")
 
         def work(conn: Connection) -> list[RuleInfo]:
+            self._authorize(conn, mandate, Scope.READ)
             _require_mandate(conn, mandate)
             return _rule_infos(conn, mandate)
 

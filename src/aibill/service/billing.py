@@ -49,6 +49,7 @@ from aibill.domain.money import check_currency, from_micros, to_micros
 from aibill.domain.principal import SYSTEM, Principal, PrincipalKind, Scope
 from aibill.pricing.catalog import Catalog, Usage
 from aibill.service import audit, reports
+from aibill.service.access import Access
 from aibill.service.codec import entry_from_row, from_snapshot, hold_from_row, snapshot
 from aibill.service.keys import Keys
 from aibill.service.pricing import Charge, Pricing
@@ -60,6 +61,7 @@ from aibill.store.schema import (
     holds,
     idempotency_keys,
     mandates,
+    member_roles,
     memberships,
     spending_limits,
     users,
@@ -111,6 +113,8 @@ class Billing:
             engine, clock=clock, catalog=catalog, guard=self._authorize, auditor=self._audit_hook
         )
         self.keys = Keys(engine, clock=clock, guard=self._authorize, auditor=self._audit_hook)
+        self.access = Access(engine, clock=clock, guard=self._authorize, auditor=self._audit_hook)
+        """The provider registry, system admins, roles and rules."""
         """API keys: create (the secret shown once), list, revoke, authenticate."""
         """Exchange rates, markups and custom prices (:class:`~aibill.service.pricing.Pricing`)."""
 
@@ -139,6 +143,7 @@ class Billing:
         view._principal = principal
         view.pricing = self.pricing.bound(view._authorize, view._audit_hook)
         view.keys = self.keys.bound(view._authorize, view._audit_hook)
+        view.access = self.access.bound(view._authorize, view._audit_hook)
         return view
 
     def _authorize(self, conn: Connection, mandate: str | None, need: Scope) -> None:
@@ -423,8 +428,9 @@ class Billing:
 
         return self._write(work)
 
-    def add_member(self, mandate: str, user: str) -> None:
-        """Make ``user`` a member of ``mandate``; a per-user mandate opens their wallet."""
+    def add_member(self, mandate: str, user: str, *, role: str | None = "member") -> None:
+        """Make ``user`` a member of ``mandate`` with ``role`` (``member`` unless
+        said otherwise; ``None``: no role yet); a per-user mandate opens their wallet."""
         check_name(mandate, "mandate")
         check_name(user, "user")
 
@@ -442,7 +448,11 @@ class Billing:
                 return
             now = self._now()
             self._insert(conn, memberships, mandate_id=mandate, user_id=user, created_at=now)
-            self._audit(conn, mandate, "member.add", target=user)
+            if role is not None:
+                self._insert(
+                    conn, member_roles, mandate_id=mandate, user_id=user, role=role, created_at=now
+                )
+            self._audit(conn, mandate, "member.add", target=user, after={"role": role})
             if ctx.model is BillingModel.PREPAY_USER:
                 self._insert(
                     conn,
@@ -609,9 +619,13 @@ class Billing:
                 return replay if isinstance(replay, tx.Deferred) else _expect(replay, Hold)
             account = self._account_for(conn, ctx, user)
             now = self._now()
-            charge = asked.estimate(self, conn, ctx, tags, now)
-            micros = charge.amount_micros if charge else asked.micros
-            refusal: e.Refused | None = self._limits(conn, ctx, user, feature_instance, micros, now)
+            # Who may use the provider is decided before anything is priced or moved.
+            refusal: e.Refused | None = self._provider_refusal(conn, ctx, user, tags.provider)
+            charge, micros = None, asked.micros
+            if refusal is None:
+                charge = asked.estimate(self, conn, ctx, tags, now)
+                micros = charge.amount_micros if charge else asked.micros
+                refusal = self._limits(conn, ctx, user, feature_instance, micros, now)
             if refusal is None:
                 changed = self._take(
                     conn, ctx, account, micros, now, pending=True, enforce=ctx.model.enforced
@@ -696,12 +710,14 @@ class Billing:
         *,
         estimate: Decimal,
         user: str | None = None,
+        provider: str | None = None,
         feature_instance: str | None = None,
     ) -> CheckResult:
         """May a call costing up to ``estimate`` start now? (DESIGN rule 1)
 
-        Answers with the reason (``ok``, ``insufficient_balance``,
-        ``limit_exceeded``), the balance and the account. It changes nothing.
+        Answers with the reason (``ok``, ``provider_not_allowed`` when
+        ``provider`` is given and the user may not use it, ``limit_exceeded``,
+        ``insufficient_balance``), the balance and the account. It changes nothing.
         """
         micros = to_micros(estimate, field="estimate", allow_zero=True)
 
@@ -712,8 +728,11 @@ class Billing:
             balance = self._balance(conn, ctx, account)
             now = self._now()
             reason = "ok"
+            forbidden = self._provider_refusal(conn, ctx, user, provider)
             limit = self._limits(conn, ctx, user, feature_instance, micros, now, lock=False)
-            if limit is not None:
+            if forbidden is not None:
+                reason = forbidden.code
+            elif limit is not None:
                 reason = limit.code
             elif ctx.model.enforced and self._available_now(conn, ctx, account, now) < micros:
                 reason = e.InsufficientBalance.code
@@ -729,6 +748,24 @@ class Billing:
             )
 
         return self._read(work)
+
+    def _provider_refusal(
+        self, conn: Connection, ctx: _Ctx, user: str | None, provider: str | None
+    ) -> e.ProviderNotAllowed | None:
+        """Why the call may not use ``provider``, or None when it may (DESIGN
+        rule 10). The user asked about is ``user``, else the principal's own;
+        with neither there is nobody to allow, and the answer is no."""
+        if provider is None:
+            return None
+        who = user if user is not None else self._principal.user
+        if who is None:
+            return e.ProviderNotAllowed(
+                provider, None, (), "the call names no user whose permissions to check"
+            )
+        decision = self.access.provider_decision(conn, ctx.mandate, who, provider)
+        if decision.allowed:
+            return None
+        return e.ProviderNotAllowed(provider, who, tuple(decision.roles), decision.reason)
 
     def _available_now(self, conn: Connection, ctx: _Ctx, account: str, now: datetime) -> int:
         """Available balance, not counting holds that are past their time."""
@@ -1155,6 +1192,10 @@ class Billing:
                 return replay if isinstance(replay, tx.Deferred) else _expect(replay, Entry)
             account = self._account_for(conn, ctx, user)
             now = self._now()
+            forbidden = self._provider_refusal(conn, ctx, user, tags.provider)
+            if forbidden is not None and not already_happened:
+                self._remember(conn, mandate, key, "record_usage", request, forbidden, now)
+                return tx.Deferred(forbidden)
             charge = None
             if usage is not None:
                 assert tags.provider is not None and tags.model is not None
@@ -1194,6 +1235,7 @@ class Billing:
                 tags=tags,
                 charge=charge,
                 over_limit=_limit_name(limit) if limit else None,
+                provider_not_allowed=forbidden is not None,
             )
             self._remember(conn, mandate, key, "record_usage", request, entry, now)
             return entry
@@ -1286,6 +1328,7 @@ class Billing:
         tags: Tags | None = None,
         charge: Charge | None = None,
         over_limit: str | None = None,
+        provider_not_allowed: bool = False,
     ) -> Entry:
         tags = tags or _NO_TAGS
         usage = charge.usage if charge else None
@@ -1324,6 +1367,7 @@ class Billing:
             markup_percent=charge.markup_percent if charge else None,
             breakdown=_charge_json(charge) if charge else None,
             over_limit=over_limit,
+            provider_not_allowed=provider_not_allowed,
         )
         self._insert(
             conn,
@@ -1357,6 +1401,7 @@ class Billing:
             markup_percent=None if charge is None else str(charge.markup_percent),
             breakdown=entry.breakdown,
             over_limit=over_limit,
+            provider_not_allowed=provider_not_allowed or None,
         )
         return entry
 
@@ -1616,6 +1661,21 @@ class Billing:
 
             count += self._write(work)
         return count
+
+    # ----- provider permissions (the work is done in aibill.service.access)
+
+    def is_provider_allowed(self, mandate: str, user: str, provider: str) -> bool:
+        """May ``user`` use ``provider`` in ``mandate`` now? False on any doubt."""
+        try:
+            self._read(lambda conn: self._authorize(conn, mandate, Scope.READ))
+        except e.PermissionDenied:
+            return False
+        return self.access.is_provider_allowed(mandate, user, provider)
+
+    def allowed_providers(self, mandate: str, user: str) -> list[str]:
+        """The enabled providers ``user`` may use in ``mandate``, sorted."""
+        self._read(lambda conn: self._authorize(conn, mandate, Scope.READ))
+        return self.access.allowed_providers(mandate, user)
 
     # ----- reports (the work is done in aibill.service.reports)
 

@@ -77,6 +77,7 @@ def entry_from_row(row: Row[Any], currency: str) -> Entry:
         markup_percent=_exact(m["markup_percent"]),
         breakdown=m["breakdown"],
         over_limit=m["over_limit"],
+        provider_not_allowed=bool(m["provider_not_allowed"]),
     )
 
 

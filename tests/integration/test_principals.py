@@ -69,6 +69,26 @@ OPERATIONS: dict[str, Callable[[Billing, str], Any]] = {
     "export_history_csv": lambda b, m: b.iter_history_csv(m),
     "audit_log": lambda b, m: b.audit_log(m),
     "sweep_expired": lambda b, m: b.sweep_expired(m),
+    "allowed_providers": lambda b, m: b.allowed_providers(m, "alice"),
+    "set_markup": lambda b, m: b.pricing.set_markup(D("1"), mandate=m),
+    "clear_markup": lambda b, m: b.pricing.clear_markup(mandate=m),
+    "markups": lambda b, m: b.pricing.markups(m),
+    "set_custom_price": lambda b, m: b.pricing.set_custom_price(
+        "openai", "x", input_mtok=D("1"), output_mtok=D("1"), mandate=m
+    ),
+    "custom_prices": lambda b, m: b.pricing.custom_prices(m),
+    "grant_role": lambda b, m: b.access.grant_role(m, "alice", "viewer"),
+    "revoke_role": lambda b, m: b.access.revoke_role(m, "alice", "admin"),
+    "roles_of": lambda b, m: b.access.roles_of(m, "alice"),
+    "define_role": lambda b, m: b.access.define_role(m, "auditor"),
+    "custom_roles": lambda b, m: b.access.custom_roles(m),
+    "add_rule": lambda b, m: b.access.add_rule(m, "viewer", "resource", "*", ["view"]),
+    "remove_rule": lambda b, m: b.access.remove_rule(m, "rule_0000000000000000"),
+    "rules": lambda b, m: b.access.rules(m),
+    "create_key": lambda b, m: b.keys.create_key(user="alice", mandate=m),
+    "list_keys": lambda b, m: b.keys.list_keys(m),
+    "get_key": lambda b, m: b.keys.get_key("0123456789ab", mandate=m),
+    "revoke_key": lambda b, m: b.keys.revoke_key("0123456789ab", mandate=m),
 }
 
 
@@ -86,6 +106,23 @@ def test_a_principal_of_b_cannot_touch_a(two: Billing, operation: str) -> None:
     assert real.value.code == missing.value.code == "permission_denied"
     assert real.value.message == missing.value.message
     assert (two.balance("a"), two.history("a").entries, two.audit_log("a").records) == before
+    assert not bob.is_provider_allowed("a", "alice", "openai")
+
+
+def test_platform_settings_need_a_system_admin(two: Billing) -> None:
+    bob = two.as_principal(member("b", "bob"))
+    for call in (
+        lambda: bob.pricing.set_exchange_rate("USD", "CHF", D("0.8")),
+        lambda: bob.pricing.set_markup(D("1")),
+        lambda: bob.access.register_provider("openai"),
+        lambda: bob.access.set_provider_enabled("openai", False),
+        lambda: bob.access.add_sysadmin("bob"),
+        lambda: bob.keys.create_key(user="bob", mandate=None),
+        lambda: bob.keys.list_keys(None),
+    ):
+        with pytest.raises(aibill.PermissionDenied):
+            call()
+    assert two.audit_log().records[0].action == "user.add"
 
 
 def test_the_real_hold_id_of_a_is_refused_to_b(two: Billing) -> None:

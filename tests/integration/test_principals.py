@@ -293,3 +293,27 @@ def test_an_api_key_acts_for_its_holder(two: Billing) -> None:
     actions = [r.action for r in two.audit_log("a").records]
     assert actions[:2] == ["api_key.revoke", "api_key.create"]
     assert created.secret not in str(two.audit_log("a").records)
+
+
+def test_roles_rules_and_the_registry_are_audited(two: Billing) -> None:
+    alice = two.as_principal(member("a", "alice"))
+    two.add_user("vera")
+    two.add_member("a", "vera", role=None)
+    alice.access.define_role("a", "auditor", "reads the books")
+    alice.access.grant_role("a", "vera", "auditor")
+    rule = alice.access.add_rule("a", "auditor", "data", "data.*", ["view"])
+    alice.access.remove_rule("a", rule.rule_id)
+    alice.access.revoke_role("a", "vera", "auditor")
+    actions = [(r.action, r.actor) for r in two.audit_log("a").records[:5]]
+    assert actions == [
+        ("role.revoke", "user:alice"),
+        ("rule.remove", "user:alice"),
+        ("rule.add", "user:alice"),
+        ("role.grant", "user:alice"),
+        ("role.define", "user:alice"),
+    ]
+    two.access.register_provider("openai")
+    two.access.set_provider_enabled("openai", False)
+    two.access.add_sysadmin("bob")
+    platform = [r.action for r in two.audit_log().records[:3]]
+    assert platform == ["sysadmin.add", "provider.disable", "provider.register"]

@@ -53,6 +53,7 @@ from aibill.domain.permissions import (
     provider_item,
 )
 from aibill.domain.principal import Scope
+from aibill.service.hooks import Auditor, Guard, no_audit, trust
 from aibill.store import fast, tx
 from aibill.store.schema import (
     custom_roles,
@@ -159,20 +160,6 @@ _ENABLED_PROVIDERS = fast.Statement(
 )
 
 
-Guard = Callable[[Connection, "str | None", Scope], None]
-Auditor = Callable[[Connection, "str | None", str, "str | None", Any, Any], None]
-
-
-def _trust(conn: Connection, mandate: str | None, need: Scope) -> None:
-    """Standalone use: the embedding program is trusted."""
-
-
-def _no_audit(
-    conn: Connection, mandate: str | None, action: str, target: str | None, before: Any, after: Any
-) -> None:
-    """Standalone use: no audit log."""
-
-
 class Access:
     """The provider registry, system admins, roles and rules, and the decisions.
 
@@ -193,8 +180,8 @@ class Access:
         # Set by the billing service: the registry and system admins are
         # managed by system admins, a mandate's roles and rules by its admins,
         # and every change is audited in its own transaction.
-        self._authorize: Guard = guard or _trust
-        self._auditor: Auditor = auditor or _no_audit
+        self._authorize: Guard = guard or trust
+        self._auditor: Auditor = auditor or no_audit
 
     def bound(self, guard: Guard, auditor: Auditor) -> Access:
         """This access service acting under another principal's guard and audit."""

@@ -47,6 +47,7 @@ from aibill.domain.clock import Clock, system_clock
 from aibill.domain.errors import InvalidApiKey, UnknownApiKey
 from aibill.domain.model import check_name
 from aibill.domain.principal import Principal, PrincipalKind, Scope
+from aibill.service.hooks import Auditor, Guard, no_audit, trust
 from aibill.store import tx
 from aibill.store.schema import api_keys, mandates, memberships, platform_admins, users
 from aibill.store.schema import platform_api_keys as platform_keys
@@ -197,20 +198,6 @@ def _key_columns(table: Table) -> list[Any]:
     return [c for c in table.c if c.name != "secret_hash"]
 
 
-Guard = Callable[[Connection, "str | None", Scope], None]
-Auditor = Callable[[Connection, "str | None", str, "str | None", Any, Any], None]
-
-
-def _trust(conn: Connection, mandate: str | None, need: Scope) -> None:
-    """Standalone use: the embedding program is trusted."""
-
-
-def _no_audit(
-    conn: Connection, mandate: str | None, action: str, target: str | None, before: Any, after: Any
-) -> None:
-    """Standalone use: no audit log."""
-
-
 class Keys:
     """Create, authenticate, list and revoke API keys.
 
@@ -231,8 +218,8 @@ class Keys:
         self._clock = clock
         # Set by the billing service: keys are managed by a mandate's admins
         # (a system admin for platform keys), and every change is audited.
-        self._guard: Guard = guard or _trust
-        self._auditor: Auditor = auditor or _no_audit
+        self._guard: Guard = guard or trust
+        self._auditor: Auditor = auditor or no_audit
 
     def bound(self, guard: Guard, auditor: Auditor) -> Keys:
         """These keys, managed under another principal's guard and audit."""

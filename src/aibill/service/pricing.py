@@ -71,6 +71,7 @@ from aibill.domain.money import (
 )
 from aibill.domain.principal import Scope
 from aibill.pricing.catalog import Catalog, CostComponent, ProviderCost, Usage
+from aibill.service.hooks import Auditor, Guard, no_audit, trust
 from aibill.store import fast, tx
 from aibill.store.schema import (
     exchange_rates,
@@ -272,20 +273,6 @@ def calculate_price_with_markup(
 # ------------------------------------------------------------------ service
 
 
-Guard = Callable[[Connection, "str | None", Scope], None]
-Auditor = Callable[[Connection, "str | None", str, "str | None", Any, Any], None]
-
-
-def _trust(conn: Connection, mandate: str | None, need: Scope) -> None:
-    """Standalone use: the embedding program is trusted."""
-
-
-def _no_audit(
-    conn: Connection, mandate: str | None, action: str, target: str | None, before: Any, after: Any
-) -> None:
-    """Standalone use: no audit log."""
-
-
 class Pricing:
     """Exchange rates, markups and custom prices, and the charge of a model call.
 
@@ -308,8 +295,8 @@ class Pricing:
         self._clock = clock
         self._catalog = catalog if catalog is not None else Catalog()
         # Set by the billing service: who may change what, and the audit log.
-        self._guard: Guard = guard or _trust
-        self._auditor: Auditor = auditor or _no_audit
+        self._guard: Guard = guard or trust
+        self._auditor: Auditor = auditor or no_audit
 
     def bound(self, guard: Guard, auditor: Auditor) -> Pricing:
         """This pricing service acting under another principal's guard and audit."""

@@ -312,8 +312,12 @@ def test_roles_rules_and_the_registry_are_audited(two: Billing) -> None:
         ("role.grant", "user:alice"),
         ("role.define", "user:alice"),
     ]
+    records = two.audit_log("a").records
+    assert (records[3].before, records[3].after) == ({"roles": []}, {"roles": ["auditor"]})
+    assert records[1].before is not None and records[1].before["item"] == "data.*"
     two.access.register_provider("openai")
     two.access.set_provider_enabled("openai", False)
     two.access.add_sysadmin("bob")
-    platform = [r.action for r in two.audit_log().records[:3]]
-    assert platform == ["sysadmin.add", "provider.disable", "provider.register"]
+    platform = two.audit_log().records[:3]
+    assert [r.action for r in platform] == ["sysadmin.add", "provider.disable", "provider.register"]
+    assert (platform[1].before, platform[1].after) == ({"enabled": True}, {"enabled": False})

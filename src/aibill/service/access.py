@@ -260,19 +260,19 @@ class Access:
 
         def work(conn: Connection) -> ProviderInfo:
             self._authorize(conn, None, Scope.ADMIN)
-            self._auditor(
-                conn,
-                None,
-                "provider.enable" if enabled else "provider.disable",
-                provider,
-                None,
-                None,
-            )
             row = conn.execute(select(providers).where(providers.c.provider == name)).first()
             if row is None:
                 raise _unknown_provider(name)
             if bool(row.enabled) == enabled:
                 return _provider_info(row)
+            self._auditor(
+                conn,
+                None,
+                "provider.enable" if enabled else "provider.disable",
+                name,
+                {"enabled": bool(row.enabled)},
+                {"enabled": enabled},
+            )
             now = self._now()
             conn.execute(
                 update(providers)
@@ -342,7 +342,6 @@ class Access:
 
         def work(conn: Connection) -> list[str]:
             self._authorize(conn, mandate, Scope.ADMIN)
-            self._auditor(conn, mandate, "role.grant", user, None, {"role": role})
             _require_member(conn, mandate, user)
             _require_role(conn, mandate, role)
             held = _roles(conn, mandate, user)
@@ -352,7 +351,8 @@ class Access:
                         mandate_id=mandate, user_id=user, role=role, created_at=self._now()
                     )
                 )
-                held = sorted([*held, role])
+                before, held = held, sorted([*held, role])
+                self._auditor(conn, mandate, "role.grant", user, {"roles": before}, {"roles": held})
             return held
 
         return self._write(work)
@@ -365,15 +365,20 @@ class Access:
 
         def work(conn: Connection) -> list[str]:
             self._authorize(conn, mandate, Scope.ADMIN)
-            self._auditor(conn, mandate, "role.revoke", user, None, {"role": role})
             _require_member(conn, mandate, user)
+            before = _roles(conn, mandate, user)
             r = member_roles.c
             conn.execute(
                 delete(member_roles).where(
                     r.mandate_id == mandate, r.user_id == user, r.role == role
                 )
             )
-            return _roles(conn, mandate, user)
+            after = _roles(conn, mandate, user)
+            if after != before:
+                self._auditor(
+                    conn, mandate, "role.revoke", user, {"roles": before}, {"roles": after}
+                )
+            return after
 
         return self._write(work)
 
@@ -538,14 +543,17 @@ class Access:
 
         def work(conn: Connection) -> None:
             self._authorize(conn, mandate, Scope.ADMIN)
-            self._auditor(conn, mandate, "rule.remove", rule_id, None, None)
             _require_mandate(conn, mandate)
             c = permission_rules.c
             gone = conn.execute(
                 delete(permission_rules)
                 .where(c.mandate_id == mandate, c.rule_id == rule_id)
-                .returning(c.rule_id)
+                .returning(
+                    c.role, c.context, c.item, c.can_view, c.can_create, c.can_update, c.can_delete
+                )
             ).all()
+            if gone:
+                self._auditor(conn, mandate, "rule.remove", rule_id, dict(gone[0]._mapping), None)
             if not gone:
                 raise e.NotFound(
                     f"Mandate {mandate!r} has no rule {rule_id!r}.",

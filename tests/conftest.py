@@ -117,6 +117,17 @@ def billing(db_url: str, clock: ManualClock) -> Iterator[Billing]:
     b.close()
 
 
+@pytest.fixture
+def pg_billing(pg_server: PostgresServer, clock: ManualClock) -> Iterator[Billing]:
+    """A ledger on a fresh PostgreSQL database only (for what only a server does)."""
+    _need_pg(pg_server)
+    url = pg_server.create()
+    b = aibill.connect(url, clock=clock)
+    yield b
+    b.close()
+    pg_server.drop(url)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)

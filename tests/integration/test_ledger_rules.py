@@ -516,9 +516,10 @@ def test_connect_twice_keeps_the_data(db_url: str) -> None:
     second.close()
 
 
-def test_a_connection_cut_by_the_server_is_retried(billing: Billing, backend: str) -> None:
-    if backend != "postgres":
-        pytest.skip("only a server can cut a connection")
+@pytest.mark.postgres
+def test_a_connection_cut_by_the_server_is_retried(pg_billing: Billing) -> None:
+    """Only a server can cut a connection: PostgreSQL."""
+    billing = pg_billing
     m = funded(billing, amount="10")
     with billing.engine.connect() as conn:  # the pooled connection the next call will reuse
         conn.exec_driver_sql("SELECT 1")

@@ -1,0 +1,85 @@
+"""Errors as RFC 9457 problem documents, each with aibill's stable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aibill.domain import errors as e
+
+PROBLEM = "application/problem+json"
+
+# One status per error class; the most specific class listed wins.
+STATUS: list[tuple[type[e.AibillError], int]] = [
+    (e.InvalidApiKey, 401),
+    (e.InsufficientBalance, 402),
+    (e.LimitExceeded, 402),
+    (e.ProviderNotAllowed, 403),
+    (e.PermissionDenied, 403),
+    (e.NotFound, 404),
+    (e.Conflict, 409),
+    (e.InvalidRequest, 422),
+    (e.Refused, 402),
+    (e.StoreUnavailable, 503),
+]
+
+
+def status_of(error: e.AibillError) -> int:
+    for cls, status in STATUS:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {
+        "type": f"https://aibill.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def install(app: FastAPI) -> None:
+    """Map every error a request can meet to a problem document."""
+
+    @app.exception_handler(e.AibillError)
+    async def aibill_error(request: Request, exc: e.AibillError) -> JSONResponse:
+        data = exc.to_dict()
+        status = status_of(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        response = problem(
+            status, exc.code, type(exc).__name__, exc.message, details=data["details"]
+        )
+        if headers:
+            response.headers.update(headers)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in err.get("loc", ())[1:]), "message": err.get("msg")}
+            for err in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": "", "message": "invalid request"}
+        return problem(
+            422,
+            e.InvalidRequest.code,
+            "InvalidRequest",
+            f"{first['field'] or 'request'}: {first['message']}",
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        return problem(exc.status_code, code, code.replace("_", " "), str(exc.detail))

@@ -1,0 +1,223 @@
+"""The ledger over HTTP: mandates, members, credits, checks, estimates, holds,
+captures, releases, usage records, balances, history and verify."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+
+from aibill.api import schemas as s
+from aibill.api.deps import Key, Ledger, OptionalKey
+from aibill.domain.model import (
+    Balance,
+    CheckResult,
+    Drift,
+    Entry,
+    Hold,
+    Mandate,
+    Page,
+)
+from aibill.pricing.catalog import Usage
+from aibill.service.pricing import Charge
+
+router = APIRouter(prefix="/v1")
+REPLAYED = "Idempotent-Replayed"
+
+
+def _replayed(response: Response, result: Hold | Entry) -> None:
+    response.headers[REPLAYED] = "true" if result.replayed else "false"
+
+
+def _usage(body: s.UsageIn | None) -> Usage | None:
+    return None if body is None else Usage(**body.model_dump())
+
+
+@router.post("/mandates", status_code=status.HTTP_201_CREATED, tags=["mandates"])
+def create_mandate(body: s.MandateIn, billing: Ledger) -> Mandate:
+    """Create a mandate (system admins). The same call again returns it."""
+    return billing.create_mandate(body.id, billing_model=body.billing_model, currency=body.currency)
+
+
+@router.get("/mandates/{mandate}", tags=["mandates"])
+def get_mandate(mandate: str, billing: Ledger) -> Mandate:
+    return billing.get_mandate(mandate)
+
+
+@router.post("/users", status_code=status.HTTP_201_CREATED, tags=["users"])
+def add_user(body: s.UserIn, billing: Ledger) -> dict[str, str]:
+    """Register a user identity (idempotent)."""
+    return {"id": billing.add_user(body.id)}
+
+
+@router.post("/mandates/{mandate}/members", status_code=status.HTTP_201_CREATED, tags=["users"])
+def add_member(mandate: str, body: s.MemberIn, billing: Ledger) -> dict[str, Any]:
+    """Make a user a member of the mandate, with a role (``member`` by default)."""
+    billing.add_member(mandate, body.user, role=body.role)
+    return {"mandate": mandate, "user": body.user, "role": body.role}
+
+
+@router.post("/mandates/{mandate}/credits", status_code=status.HTTP_201_CREATED, tags=["money"])
+def credit(mandate: str, body: s.CreditIn, billing: Ledger, key: Key, response: Response) -> Entry:
+    """Add money to the account the billing model names (admins)."""
+    entry = billing.credit(
+        mandate,
+        body.amount,  # type: ignore[arg-type]  # a decimal string, taken exactly
+        user=body.user,
+        reason=body.reason,
+        description=body.description,
+        corrects=body.corrects,
+        idempotency_key=key,
+    )
+    _replayed(response, entry)
+    return entry
+
+
+@router.post("/mandates/{mandate}/check", tags=["calls"])
+def check(mandate: str, body: s.CheckIn, billing: Ledger) -> CheckResult:
+    """May a call costing up to ``estimate`` start now? Changes nothing."""
+    return billing.check(
+        mandate,
+        estimate=body.estimate,  # type: ignore[arg-type]
+        user=body.user,
+        provider=body.provider,
+        feature_instance=body.feature_instance,
+    )
+
+
+@router.post("/mandates/{mandate}/estimate", tags=["calls"])
+def estimate(mandate: str, body: s.EstimateIn, billing: Ledger) -> Charge:
+    """The upper bound of a call's cost, priced, converted and marked up."""
+    return billing.estimate(
+        mandate,
+        provider=body.provider,
+        model=body.model,
+        input_tokens=body.input_tokens,
+        max_output_tokens=body.max_output_tokens,
+    )
+
+
+@router.post("/mandates/{mandate}/holds", status_code=status.HTTP_201_CREATED, tags=["calls"])
+def hold(mandate: str, body: s.HoldIn, billing: Ledger, key: Key, response: Response) -> Hold:
+    """Reserve an amount, or the estimate of a call, before it starts."""
+    result = billing.hold(
+        mandate,
+        amount=body.amount,  # type: ignore[arg-type]
+        user=body.user,
+        provider=body.provider,
+        model=body.model,
+        input_tokens=body.input_tokens,
+        max_output_tokens=body.max_output_tokens,
+        feature_code=body.feature_code,
+        feature_instance=body.feature_instance,
+        workflow_id=body.workflow_id,
+        ttl_s=body.ttl_s,
+        metadata=body.metadata,
+        idempotency_key=key,
+    )
+    _replayed(response, result)
+    return result
+
+
+@router.get("/holds/{hold_id}", tags=["calls"])
+def get_hold(hold_id: str, billing: Ledger) -> Hold:
+    return billing.get_hold(hold_id)
+
+
+@router.post("/holds/{hold_id}/capture", tags=["calls"])
+def capture(
+    hold_id: str, body: s.CaptureIn, billing: Ledger, key: OptionalKey, response: Response
+) -> Entry:
+    """Post the call's real cost (an amount, or its usage priced now) and free the hold."""
+    entry = billing.capture(
+        hold_id,
+        amount=body.amount,  # type: ignore[arg-type]
+        usage=_usage(body.usage),
+        description=body.description,
+        idempotency_key=key,
+    )
+    _replayed(response, entry)
+    return entry
+
+
+@router.post("/holds/{hold_id}/release", tags=["calls"])
+def release(hold_id: str, billing: Ledger, key: OptionalKey, response: Response) -> Hold:
+    """Free a hold without a debit (the call failed or never started)."""
+    result = billing.release(hold_id, idempotency_key=key)
+    _replayed(response, result)
+    return result
+
+
+@router.post("/mandates/{mandate}/usage", status_code=status.HTTP_201_CREATED, tags=["calls"])
+def record_usage(
+    mandate: str, body: s.UsageRecordIn, billing: Ledger, key: Key, response: Response
+) -> Entry:
+    """Post a debit without a hold: an amount, or usage priced now."""
+    entry = billing.record_usage(
+        mandate,
+        amount=body.amount,  # type: ignore[arg-type]
+        usage=_usage(body.usage),
+        user=body.user,
+        provider=body.provider,
+        model=body.model,
+        feature_code=body.feature_code,
+        feature_instance=body.feature_instance,
+        workflow_id=body.workflow_id,
+        already_happened=body.already_happened,
+        description=body.description,
+        metadata=body.metadata,
+        idempotency_key=key,
+    )
+    _replayed(response, entry)
+    return entry
+
+
+@router.get("/mandates/{mandate}/balance", tags=["money"])
+def balance(mandate: str, billing: Ledger, user: str | None = None) -> Balance:
+    return billing.balance(mandate, user=user)
+
+
+@router.get("/mandates/{mandate}/entries", tags=["money"])
+def history(
+    mandate: str,
+    billing: Ledger,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    user: str | None = None,
+    account: str | None = None,
+    kind: str | None = None,
+    reason: str | None = None,
+    hold_id: str | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+    feature_code: str | None = None,
+    feature_instance: str | None = None,
+    workflow_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Page:
+    """The ledger's entries, newest first; pass ``cursor`` back for the next page."""
+    return billing.history(
+        mandate,
+        limit=limit,
+        cursor=cursor,
+        user=user,
+        account=account,
+        kind=kind,
+        reason=reason,
+        hold_id=hold_id,
+        provider=provider,
+        model=model,
+        feature_code=feature_code,
+        feature_instance=feature_instance,
+        workflow_id=workflow_id,
+        since=since,
+        until=until,
+    )
+
+
+@router.get("/mandates/{mandate}/verify", tags=["money"])
+def verify(mandate: str, billing: Ledger) -> list[Drift]:
+    """Recompute the mandate's accounts from their entries: an empty list when sound."""
+    return billing.verify(mandate)

@@ -1,0 +1,103 @@
+"""Request bodies. Money is a decimal *string* in JSON ("0.50"), never a JSON
+number: a number would pass through binary floating point on the way."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Money = Annotated[
+    str,
+    StringConstraints(pattern=r"^\d{1,13}(\.\d{1,6})?$", max_length=24),
+    Field(
+        description='A decimal string with at most six decimals, e.g. "0.50".', examples=["0.50"]
+    ),
+]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Text = Annotated[str, StringConstraints(max_length=500)]
+Tokens = Annotated[int, Field(ge=0, le=10**12)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MandateIn(Body):
+    id: Name
+    billing_model: Annotated[str, Field(examples=["prepay_mandate"])] = "prepay_mandate"
+    currency: Annotated[str, Field(examples=["CHF"])] = "CHF"
+
+
+class UserIn(Body):
+    id: Name
+
+
+class MemberIn(Body):
+    user: Name
+    role: Name | None = "member"
+
+
+class CreditIn(Body):
+    amount: Money
+    user: Name | None = None
+    reason: str = "payment"
+    description: Text | None = None
+    corrects: str | None = None
+
+
+class UsageIn(Body):
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cache_read_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    input_audio_tokens: Tokens = 0
+    output_audio_tokens: Tokens = 0
+    requests: Annotated[int, Field(ge=0, le=10**6)] = 1
+
+
+class Tags(Body):
+    provider: Tag | None = None
+    model: Tag | None = None
+    feature_code: Tag | None = None
+    feature_instance: Tag | None = None
+    workflow_id: Tag | None = None
+
+
+class HoldIn(Tags):
+    amount: Money | None = None
+    user: Name | None = None
+    input_tokens: Tokens | None = None
+    max_output_tokens: Tokens | None = None
+    ttl_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] = 900
+    metadata: dict[str, str | int] | None = Field(default=None, max_length=32)
+
+
+class CaptureIn(Body):
+    amount: Money | None = None
+    usage: UsageIn | None = None
+    description: Text | None = None
+
+
+class UsageRecordIn(Tags):
+    amount: Money | None = None
+    usage: UsageIn | None = None
+    user: Name | None = None
+    already_happened: bool = False
+    description: Text | None = None
+    metadata: dict[str, str | int] | None = Field(default=None, max_length=32)
+
+
+class CheckIn(Body):
+    estimate: Money
+    user: Name | None = None
+    provider: Tag | None = None
+    feature_instance: Tag | None = None
+
+
+class EstimateIn(Body):
+    provider: Tag
+    model: Tag
+    input_tokens: Tokens
+    max_output_tokens: Tokens

@@ -1,0 +1,199 @@
+"""The HTTP API in process (FastAPI's test client), on SQLite and PostgreSQL:
+auth, money as strings, idempotency, problem documents, tenant isolation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+import aibill
+from aibill import Billing, ManualClock
+from aibill.api import create_app
+
+
+@pytest.fixture
+def api(billing: Billing) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    """A client, and keys: root (system admin), alice (admin of acme), bob (admin of beta)."""
+    billing.add_user("root")
+    billing.access.add_sysadmin("root")
+    keys = {
+        "root": billing.keys.create_key(user="root", mandate=None, scopes=["billing:admin"]).secret
+    }
+    for mandate, user in (("acme", "alice"), ("beta", "bob")):
+        billing.create_mandate(mandate, currency="CHF")
+        billing.add_user(user)
+        billing.add_member(mandate, user, role="admin")
+        keys[user] = billing.keys.create_key(
+            user=user, mandate=mandate, scopes=["billing:admin"]
+        ).secret
+    with TestClient(create_app(billing)) as client:
+        yield client, keys
+
+
+def auth(key: str, idem: str | None = None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {key}"}
+    if idem:
+        headers["Idempotency-Key"] = idem
+    return headers
+
+
+def is_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code and body["status"] == status and body["detail"]
+    return body
+
+
+def test_the_ledger_over_http(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, keys = api
+    alice = keys["alice"]
+    r = client.post("/v1/mandates/acme/credits", json={"amount": "100"}, headers=auth(alice, "c1"))
+    assert r.status_code == 201 and r.json()["amount"] == "100.000000"
+    assert r.headers["Idempotent-Replayed"] == "false"
+    r = client.post(
+        "/v1/mandates/acme/holds",
+        json={"amount": "0.50", "user": "alice"},
+        headers=auth(alice, "h1"),
+    )
+    assert r.status_code == 201
+    hold = r.json()
+    assert hold["amount"] == "0.500000" and hold["status"] == "pending"
+    again = client.post(
+        "/v1/mandates/acme/holds",
+        json={"amount": "0.50", "user": "alice"},
+        headers=auth(alice, "h1"),
+    )
+    assert again.json()["id"] == hold["id"] and again.headers["Idempotent-Replayed"] == "true"
+    r = client.post(
+        f"/v1/holds/{hold['id']}/capture", json={"amount": "0.31"}, headers=auth(alice, "k1")
+    )
+    assert r.status_code == 200 and r.json()["balance_after"] == "99.690000"
+    balance = client.get("/v1/mandates/acme/balance", headers=auth(alice)).json()
+    assert (balance["balance"], balance["available"], balance["pending"]) == (
+        "99.690000",
+        "99.690000",
+        "0.000000",
+    )
+    page = client.get("/v1/mandates/acme/entries?limit=1", headers=auth(alice)).json()
+    assert len(page["entries"]) == 1 and page["cursor"]
+    rest = client.get(
+        f"/v1/mandates/acme/entries?limit=10&cursor={page['cursor']}", headers=auth(alice)
+    ).json()
+    assert [e["kind"] for e in page["entries"] + rest["entries"]] == ["debit", "credit"]
+    assert client.get("/v1/mandates/acme/verify", headers=auth(alice)).json() == []
+
+
+def test_errors_are_problem_documents(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, keys = api
+    alice = keys["alice"]
+    is_problem(client.get("/v1/mandates/acme/balance"), 401, "invalid_api_key")
+    wrong = client.get("/v1/mandates/acme/balance", headers=auth(alice[:-4] + "0000"))
+    assert is_problem(wrong, 401, "invalid_api_key")["detail"] == "The API key is not valid."
+    short = client.post("/v1/mandates/acme/holds", json={"amount": "5"}, headers=auth(alice, "big"))
+    body = is_problem(short, 402, "insufficient_balance")
+    assert body["details"]["required"] == "5.000000"
+    # A JSON number is refused: money travels as a decimal string.
+    number = client.post(
+        "/v1/mandates/acme/credits", json={"amount": 0.1}, headers=auth(alice, "n")
+    )
+    is_problem(number, 422, "invalid_request")
+    is_problem(
+        client.post("/v1/mandates/acme/credits", json={"amount": "1"}, headers=auth(alice)),
+        422,
+        "invalid_request",
+    )
+    client.post("/v1/mandates/acme/credits", json={"amount": "1"}, headers=auth(alice, "same"))
+    conflict = client.post(
+        "/v1/mandates/acme/credits", json={"amount": "2"}, headers=auth(alice, "same")
+    )
+    assert is_problem(conflict, 409, "idempotency_conflict")["details"]["field"] == "amount"
+    huge = client.post(
+        "/v1/mandates/acme/credits",
+        content=b'{"amount": "1", "description": "' + b"x" * 70_000 + b'"}',
+        headers={**auth(alice, "huge"), "Content-Type": "application/json"},
+    )
+    is_problem(huge, 413, "request_too_large")
+    is_problem(client.get("/v1/holds/acme:hold_nope", headers=auth(alice)), 404, "hold_not_found")
+
+
+def test_a_key_of_beta_gets_nothing_of_acme(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, keys = api
+    client.post(
+        "/v1/mandates/acme/credits", json={"amount": "10"}, headers=auth(keys["alice"], "f")
+    )
+    bob = keys["bob"]
+    for method, path, body in (
+        ("get", "/v1/mandates/{m}/balance", None),
+        ("get", "/v1/mandates/{m}/entries", None),
+        ("post", "/v1/mandates/{m}/credits", {"amount": "1"}),
+        ("post", "/v1/mandates/{m}/holds", {"amount": "1"}),
+        ("post", "/v1/mandates/{m}/check", {"estimate": "1"}),
+        ("get", "/v1/mandates/{m}/verify", None),
+    ):
+        answers = []
+        for mandate in ("acme", "no-such-mandate"):
+            r = client.request(
+                method, path.format(m=mandate), json=body, headers=auth(bob, f"x-{mandate}")
+            )
+            answers.append(is_problem(r, 403, "permission_denied")["detail"])
+        assert answers[0] == answers[1]
+    alice_balance = client.get("/v1/mandates/acme/balance", headers=auth(keys["alice"])).json()
+    assert alice_balance["balance"] == "10.000000"
+
+
+def test_platform_operations_need_the_system_admin(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, keys = api
+    r = client.post("/v1/mandates", json={"id": "gamma"}, headers=auth(keys["alice"]))
+    is_problem(r, 403, "permission_denied")
+    r = client.post("/v1/mandates", json={"id": "gamma"}, headers=auth(keys["root"]))
+    assert r.status_code == 201 and r.json()["id"] == "gamma"
+
+
+def test_priced_calls_over_http(billing: Billing, clock: ManualClock) -> None:
+    billing.create_mandate("usd", billing_model="unlimited", currency="USD")
+    billing.add_user("gw")
+    billing.add_member("usd", "gw")
+    billing.access.register_provider("openai")
+    key = billing.keys.create_key(user="gw", mandate="usd", scopes=["billing:use"]).secret
+    with TestClient(create_app(billing)) as client:
+        r = client.post(
+            "/v1/mandates/usd/holds",
+            json={
+                "user": "gw",
+                "provider": "openai",
+                "model": "gpt-4o",
+                "input_tokens": 1200,
+                "max_output_tokens": 800,
+            },
+            headers=auth(key, "h"),
+        )
+        assert r.status_code == 201 and r.json()["amount"] == "0.016500"  # 0.011 USD + 50 %
+        r = client.post(
+            f"/v1/holds/{r.json()['id']}/capture",
+            json={"usage": {"input_tokens": 1200, "output_tokens": 512}},
+            headers=auth(key),
+        )
+        entry = r.json()
+        assert entry["amount"] == "0.012180" and entry["provider_cost"] == "0.00812"
+        forbidden = client.post(
+            "/v1/mandates/usd/check",
+            json={"estimate": "0.01", "user": "gw", "provider": "mistral"},
+            headers=auth(key),
+        )
+        assert forbidden.json()["reason"] == "provider_not_allowed"
+
+
+def test_health_and_readiness(billing: Billing) -> None:
+    with TestClient(create_app(billing)) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "ok"
+        schema = client.get("/openapi.json").json()
+        assert "/v1/mandates/{mandate}/holds" in schema["paths"]
+    assert isinstance(aibill.__version__, str)

@@ -197,3 +197,24 @@ def test_health_and_readiness(billing: Billing) -> None:
         schema = client.get("/openapi.json").json()
         assert "/v1/mandates/{mandate}/holds" in schema["paths"]
     assert isinstance(aibill.__version__, str)
+
+
+def test_metrics_count_what_happened(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, keys = api
+    alice = keys["alice"]
+    client.post("/v1/mandates/acme/credits", json={"amount": "1"}, headers=auth(alice, "c"))
+    for _ in range(2):  # the replay is not counted twice
+        hold = client.post(
+            "/v1/mandates/acme/holds", json={"amount": "0.5"}, headers=auth(alice, "h")
+        ).json()
+    client.post(f"/v1/holds/{hold['id']}/capture", json={"amount": "0.31"}, headers=auth(alice))
+    client.post("/v1/mandates/acme/holds", json={"amount": "9"}, headers=auth(alice, "big"))
+    text = client.get("/metrics").text
+    assert 'aibill_holds_total{event="placed"} 1.0' in text
+    assert 'aibill_holds_total{event="captured"} 1.0' in text
+    assert 'aibill_captured_micros_total{currency="CHF"} 310000.0' in text
+    assert 'aibill_refusals_total{code="insufficient_balance"} 1.0' in text
+    assert (
+        'aibill_http_requests_total{method="POST",route="/v1/mandates/{mandate}/holds",'
+        'status="201"} 2.0'
+    ) in text

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from aibill import __version__
-from aibill.api import errors, ledger
+from aibill.api import errors, ledger, metrics
 from aibill.api.deps import system_billing
 from aibill.service.billing import Billing
 from aibill.store.migrate import current_revision, head_revision
@@ -41,6 +41,7 @@ def create_app(billing: Billing) -> FastAPI:
     )
     app.state.billing = billing
     app.add_middleware(BodyLimit)
+    metrics.install(app)
     errors.install(app)
     app.include_router(ledger.router)
 

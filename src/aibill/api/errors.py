@@ -54,6 +54,8 @@ def install(app: FastAPI) -> None:
     async def aibill_error(request: Request, exc: e.AibillError) -> JSONResponse:
         data = exc.to_dict()
         status = status_of(exc)
+        if isinstance(exc, e.Refused):
+            request.app.state.metrics.refusals.labels(exc.code).inc()
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         response = problem(
             status, exc.code, type(exc).__name__, exc.message, details=data["details"]

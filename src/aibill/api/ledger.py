@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from aibill.api import schemas as s
 from aibill.api.deps import Key, Ledger, OptionalKey
@@ -19,6 +19,7 @@ from aibill.domain.model import (
     Mandate,
     Page,
 )
+from aibill.domain.money import to_micros
 from aibill.pricing.catalog import Usage
 from aibill.service.pricing import Charge
 
@@ -28,6 +29,17 @@ REPLAYED = "Idempotent-Replayed"
 
 def _replayed(response: Response, result: Hold | Entry) -> None:
     response.headers[REPLAYED] = "true" if result.replayed else "false"
+
+
+def _count(request: Request, event: str, result: Hold | Entry) -> None:
+    """Count what the ledger did (a replay did nothing, so it is not counted)."""
+    if result.replayed:
+        return
+    m = request.app.state.metrics
+    if event != "usage":
+        m.holds.labels(event).inc()
+    if isinstance(result, Entry):
+        m.captured.labels(result.currency).inc(to_micros(result.amount, allow_zero=True))
 
 
 def _usage(body: s.UsageIn | None) -> Usage | None:
@@ -99,7 +111,14 @@ def estimate(mandate: str, body: s.EstimateIn, billing: Ledger) -> Charge:
 
 
 @router.post("/mandates/{mandate}/holds", status_code=status.HTTP_201_CREATED, tags=["calls"])
-def hold(mandate: str, body: s.HoldIn, billing: Ledger, key: Key, response: Response) -> Hold:
+def hold(
+    mandate: str,
+    body: s.HoldIn,
+    billing: Ledger,
+    key: Key,
+    request: Request,
+    response: Response,
+) -> Hold:
     """Reserve an amount, or the estimate of a call, before it starts."""
     result = billing.hold(
         mandate,
@@ -117,6 +136,7 @@ def hold(mandate: str, body: s.HoldIn, billing: Ledger, key: Key, response: Resp
         idempotency_key=key,
     )
     _replayed(response, result)
+    _count(request, "placed", result)
     return result
 
 
@@ -127,7 +147,12 @@ def get_hold(hold_id: str, billing: Ledger) -> Hold:
 
 @router.post("/holds/{hold_id}/capture", tags=["calls"])
 def capture(
-    hold_id: str, body: s.CaptureIn, billing: Ledger, key: OptionalKey, response: Response
+    hold_id: str,
+    body: s.CaptureIn,
+    billing: Ledger,
+    key: OptionalKey,
+    request: Request,
+    response: Response,
 ) -> Entry:
     """Post the call's real cost (an amount, or its usage priced now) and free the hold."""
     entry = billing.capture(
@@ -138,20 +163,29 @@ def capture(
         idempotency_key=key,
     )
     _replayed(response, entry)
+    _count(request, "captured", entry)
     return entry
 
 
 @router.post("/holds/{hold_id}/release", tags=["calls"])
-def release(hold_id: str, billing: Ledger, key: OptionalKey, response: Response) -> Hold:
+def release(
+    hold_id: str, billing: Ledger, key: OptionalKey, request: Request, response: Response
+) -> Hold:
     """Free a hold without a debit (the call failed or never started)."""
     result = billing.release(hold_id, idempotency_key=key)
     _replayed(response, result)
+    _count(request, "released", result)
     return result
 
 
 @router.post("/mandates/{mandate}/usage", status_code=status.HTTP_201_CREATED, tags=["calls"])
 def record_usage(
-    mandate: str, body: s.UsageRecordIn, billing: Ledger, key: Key, response: Response
+    mandate: str,
+    body: s.UsageRecordIn,
+    billing: Ledger,
+    key: Key,
+    request: Request,
+    response: Response,
 ) -> Entry:
     """Post a debit without a hold: an amount, or usage priced now."""
     entry = billing.record_usage(
@@ -170,6 +204,7 @@ def record_usage(
         idempotency_key=key,
     )
     _replayed(response, entry)
+    _count(request, "usage", entry)
     return entry
 
 

@@ -3,7 +3,9 @@ auth, money as strings, idempotency, problem documents, tenant isolation."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from decimal import Decimal as D
 from typing import Any
 
 import pytest
@@ -218,3 +220,16 @@ def test_metrics_count_what_happened(api: tuple[TestClient, dict[str, str]]) -> 
         'aibill_http_requests_total{method="POST",route="/v1/mandates/{mandate}/holds",'
         'status="201"} 2.0'
     ) in text
+
+
+def test_the_service_sweeps_expired_holds(billing: Billing, clock: ManualClock) -> None:
+    billing.create_mandate("acme")
+    billing.credit("acme", D("1"), idempotency_key="c")
+    hold = billing.hold("acme", amount=D("1"), ttl_s=60, idempotency_key="h")
+    clock.advance(61)
+    with TestClient(create_app(billing, sweep_interval_s=0.02)):
+        deadline = time.monotonic() + 10
+        while billing.get_hold(hold.id).status != aibill.HoldStatus.EXPIRED:
+            assert time.monotonic() < deadline, "the sweeper never ran"
+            time.sleep(0.02)
+    assert billing.verify() == []

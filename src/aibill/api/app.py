@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -14,6 +19,19 @@ from aibill.service.billing import Billing
 from aibill.store.migrate import current_revision, head_revision
 
 MAX_BODY_BYTES = 64 * 1024
+log = logging.getLogger("aibill.api")
+
+
+async def _sweep_forever(billing: Billing, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            swept = await asyncio.to_thread(billing.sweep_expired)
+        except Exception:  # a failed sweep is retried at the next interval
+            log.exception("sweeping expired holds failed")
+            continue
+        if swept:
+            log.info("expired %d overdue holds", swept)
 
 
 class BodyLimit(BaseHTTPMiddleware):
@@ -31,13 +49,33 @@ class BodyLimit(BaseHTTPMiddleware):
         return await call_next(request)
 
 
-def create_app(billing: Billing) -> FastAPI:
+def create_app(billing: Billing, *, sweep_interval_s: float = 30.0) -> FastAPI:
     """The HTTP API over ``billing`` (which acts as the system principal; each
-    request acts for the holder of its API key)."""
+    request acts for the holder of its API key).
+
+    Every ``sweep_interval_s`` seconds (0: never) a background task expires
+    overdue holds in every mandate, so their money is free even when nobody
+    touches the account (they are also expired lazily when it is touched).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if sweep_interval_s > 0:
+            task = asyncio.create_task(_sweep_forever(billing, sweep_interval_s))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     app = FastAPI(
         title="aibill",
         version=__version__,
         description="Billing for AI usage: holds, exact prices, an append-only ledger.",
+        lifespan=lifespan,
     )
     app.state.billing = billing
     app.add_middleware(BodyLimit)

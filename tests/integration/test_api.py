@@ -233,3 +233,103 @@ def test_the_service_sweeps_expired_holds(billing: Billing, clock: ManualClock) 
             assert time.monotonic() < deadline, "the sweeper never ran"
             time.sleep(0.02)
     assert billing.verify() == []
+
+
+def test_administration_over_http(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, keys = api
+    root, alice, bob = keys["root"], keys["alice"], keys["bob"]
+    ok = client.post(
+        "/v1/exchange-rates",
+        json={"base": "USD", "quote": "CHF", "rate": "0.80", "valid_from": "2020-01-01T00:00:00Z"},
+        headers=auth(root),
+    )
+    assert ok.status_code == 201 and ok.json()["rate"] == "0.80"
+    is_problem(
+        client.post(
+            "/v1/exchange-rates",
+            json={"base": "USD", "quote": "EUR", "rate": "0.9"},
+            headers=auth(alice),
+        ),
+        403,
+        "permission_denied",
+    )
+    imported = client.post(
+        "/v1/exchange-rates/import",
+        content="base,quote,rate,valid_from\nEUR,CHF,0.95,2020-01-01\n",
+        headers=auth(root),
+    )
+    assert imported.json() == {"imported": 1}
+    assert client.post("/v1/providers", json={"provider": "openai"}, headers=auth(root)).json()[
+        "enabled"
+    ]
+    assert (
+        client.post(
+            "/v1/markups", json={"percent": "20", "mandate": "acme"}, headers=auth(alice)
+        ).json()["percent"]
+        == "20"
+    )
+    price = client.post(
+        "/v1/prices",
+        json={
+            "provider": "openai",
+            "model": "tuned-1",
+            "input_mtok": "1",
+            "output_mtok": "2",
+            "mandate": "acme",
+            "valid_from": "2020-01-01T00:00:00Z",
+        },
+        headers=auth(alice),
+    )
+    assert price.status_code == 201 and price.json()["price_id"].startswith("cp_")
+    assert client.get("/v1/mandates/acme/users/alice/providers", headers=auth(alice)).json() == [
+        "openai"
+    ]
+    rule = client.post(
+        "/v1/mandates/acme/rules",
+        json={
+            "role": "viewer",
+            "context": "resource",
+            "item": "resource.aicore.*",
+            "permissions": ["view"],
+        },
+        headers=auth(alice),
+    ).json()
+    assert [
+        r["rule_id"] for r in client.get("/v1/mandates/acme/rules", headers=auth(alice)).json()
+    ] == [rule["rule_id"]]
+    created = client.post(
+        "/v1/mandates/acme/keys",
+        json={"user": "alice", "scopes": ["billing:read"]},
+        headers=auth(alice),
+    ).json()
+    listed = client.get("/v1/mandates/acme/keys", headers=auth(alice)).json()
+    assert created["secret"] not in str(listed)
+    assert (
+        client.get("/v1/mandates/acme/balance", headers=auth(created["secret"])).status_code == 200
+    )
+    client.post(f"/v1/mandates/acme/keys/{created['key']['id']}/revoke", headers=auth(alice))
+    is_problem(
+        client.get("/v1/mandates/acme/balance", headers=auth(created["secret"])),
+        401,
+        "invalid_api_key",
+    )
+    limit = client.put(
+        "/v1/mandates/acme/limits",
+        json={"amount": "5", "user": "alice", "period": "day"},
+        headers=auth(alice),
+    ).json()
+    assert limit["amount"] == "5.000000"
+    actions = [
+        r["action"]
+        for r in client.get("/v1/mandates/acme/audit", headers=auth(alice)).json()["records"]
+    ]
+    assert actions[:3] == ["limit.set", "api_key.revoke", "api_key.create"]
+    is_problem(client.get("/v1/mandates/acme/audit", headers=auth(bob)), 403, "permission_denied")
+    client.post("/v1/mandates/acme/credits", json={"amount": "10"}, headers=auth(alice, "c"))
+    csv_text = client.get("/v1/mandates/acme/entries.csv", headers=auth(alice)).text
+    assert csv_text.splitlines()[0].startswith("entry_id,posted_at")
+    assert "10.000000" in csv_text
+    balances = client.get("/v1/users/alice/balances", headers=auth(alice)).json()
+    assert [(b["mandate"], b["balance"]) for b in balances] == [("acme", "10.000000")]
+    report = client.get("/v1/mandates/acme/usage-report?group_by=provider", headers=auth(alice))
+    assert report.status_code == 200 and report.json() == []

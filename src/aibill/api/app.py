@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from aibill import __version__
-from aibill.api import errors, ledger, metrics
+from aibill.api import admin, errors, ledger, metrics
 from aibill.api.deps import system_billing
 from aibill.service.billing import Billing
 from aibill.store.migrate import current_revision, head_revision
@@ -82,6 +82,7 @@ def create_app(billing: Billing, *, sweep_interval_s: float = 30.0) -> FastAPI:
     metrics.install(app)
     errors.install(app)
     app.include_router(ledger.router)
+    app.include_router(admin.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -1,0 +1,333 @@
+"""Administration over HTTP: exchange rates, markups, custom prices, the
+provider registry, roles and rules, API keys, spending limits, the audit log
+and reports. Who may do what is decided by the service (see the principals)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import StreamingResponse
+from pydantic import Field
+
+from aibill.api import schemas as s
+from aibill.api.deps import Ledger
+from aibill.domain.model import SpendingLimit
+from aibill.service.access import ProviderInfo, RuleInfo
+from aibill.service.audit import AuditPage
+from aibill.service.keys import ApiKey
+from aibill.service.pricing import CustomPrice, ExchangeRate, Markup
+from aibill.service.reports import UsageRow, UserBalance
+
+router = APIRouter(prefix="/v1")
+MAX_CSV_BYTES = 1024 * 1024
+
+
+class RateIn(s.Body):
+    base: Annotated[str, Field(examples=["USD"])]
+    quote: Annotated[str, Field(examples=["CHF"])]
+    rate: Annotated[str, Field(pattern=r"^\d{1,12}(\.\d{1,12})?$", examples=["0.80"])]
+    valid_from: datetime | None = None
+    source: s.Text | None = None
+
+
+class MarkupIn(s.Body):
+    percent: Annotated[str, Field(pattern=r"^\d{1,4}(\.\d{1,6})?$", examples=["50"])]
+    mandate: s.Name | None = None
+    provider: s.Tag | None = None
+    model: s.Tag | None = None
+
+
+PriceText = Annotated[str, Field(pattern=r"^\d{1,7}(\.\d{1,12})?$", examples=["2.50"])]
+
+
+class PriceIn(s.Body):
+    provider: s.Tag
+    model: s.Tag
+    input_mtok: PriceText
+    output_mtok: PriceText
+    cache_read_mtok: PriceText | None = None
+    cache_write_mtok: PriceText | None = None
+    per_request: PriceText | None = None
+    currency: str = "USD"
+    valid_from: datetime | None = None
+    mandate: s.Name | None = None
+    output_limit: Annotated[int, Field(ge=1, le=10**9)] | None = None
+
+
+class ProviderIn(s.Body):
+    provider: s.Tag
+    display_name: s.Text | None = None
+    enabled: bool = True
+
+
+class ProviderPatch(s.Body):
+    enabled: bool
+
+
+class RuleIn(s.Body):
+    role: s.Name
+    context: Annotated[str, Field(examples=["resource"])]
+    item: Annotated[str, Field(max_length=200, examples=["resource.aicore.openai"])]
+    permissions: Annotated[list[str], Field(min_length=1, max_length=4, examples=[["view"]])]
+
+
+class KeyIn(s.Body):
+    user: s.Name
+    scopes: Annotated[
+        list[str], Field(min_length=1, max_length=3, default_factory=lambda: ["billing:use"])
+    ]
+    expires_at: datetime | None = None
+    name: s.Name | None = None
+
+
+class CreatedKeyOut(s.Body):
+    secret: str = Field(description="The whole key. Shown this once; aibill keeps only a hash.")
+    key: dict[str, Any]
+
+
+class LimitIn(s.Body):
+    amount: s.Money | None = Field(description="null removes the limit")
+    user: s.Name | None = None
+    feature_instance: s.Tag | None = None
+    period: Annotated[str, Field(examples=["month"])] = "month"
+
+
+# ------------------------------------------------------------------- pricing
+
+
+@router.post("/exchange-rates", status_code=status.HTTP_201_CREATED, tags=["pricing"])
+def set_exchange_rate(body: RateIn, billing: Ledger) -> ExchangeRate:
+    """Set a rate from a validity start on (system admins)."""
+    return billing.pricing.set_exchange_rate(
+        body.base, body.quote, body.rate, valid_from=body.valid_from, source=body.source
+    )
+
+
+@router.post("/exchange-rates/import", tags=["pricing"])
+async def import_exchange_rates(request: Request, billing: Ledger) -> dict[str, int]:
+    """Import rates from a CSV body (``base,quote,rate,valid_from``), all or nothing."""
+    text = (await request.body())[:MAX_CSV_BYTES].decode("utf-8", errors="replace")
+    return {"imported": billing.pricing.import_exchange_rates(text.splitlines())}
+
+
+@router.get("/exchange-rates", tags=["pricing"])
+def exchange_rates(
+    billing: Ledger, base: str | None = None, quote: str | None = None
+) -> list[ExchangeRate]:
+    return billing.pricing.exchange_rates(base, quote)
+
+
+@router.post("/markups", tags=["pricing"])
+def set_markup(body: MarkupIn, billing: Ledger) -> Markup:
+    """Set a markup for the platform, a mandate, a provider or a model."""
+    return billing.pricing.set_markup(
+        body.percent, mandate=body.mandate, provider=body.provider, model=body.model
+    )
+
+
+@router.get("/markups", tags=["pricing"])
+def markups(billing: Ledger, mandate: str | None = None) -> list[Markup]:
+    return billing.pricing.markups(mandate)
+
+
+@router.post("/prices", status_code=status.HTTP_201_CREATED, tags=["pricing"])
+def set_custom_price(body: PriceIn, billing: Ledger) -> CustomPrice:
+    """Price a model the catalog lacks, or override it, from a validity start."""
+    return billing.pricing.set_custom_price(
+        body.provider,
+        body.model,
+        input_mtok=body.input_mtok,
+        output_mtok=body.output_mtok,
+        cache_read_mtok=body.cache_read_mtok,
+        cache_write_mtok=body.cache_write_mtok,
+        per_request=body.per_request,
+        currency=body.currency,
+        valid_from=body.valid_from,
+        mandate=body.mandate,
+        output_limit=body.output_limit,
+    )
+
+
+@router.get("/prices", tags=["pricing"])
+def custom_prices(billing: Ledger, mandate: str | None = None) -> list[CustomPrice]:
+    return billing.pricing.custom_prices(mandate)
+
+
+# -------------------------------------------------------------------- access
+
+
+@router.post("/providers", tags=["access"])
+def register_provider(body: ProviderIn, billing: Ledger) -> ProviderInfo:
+    return billing.access.register_provider(
+        body.provider, display_name=body.display_name, enabled=body.enabled
+    )
+
+
+@router.patch("/providers/{provider}", tags=["access"])
+def set_provider_enabled(provider: str, body: ProviderPatch, billing: Ledger) -> ProviderInfo:
+    """Enable or disable a provider; disabling stops new holds at once."""
+    return billing.access.set_provider_enabled(provider, body.enabled)
+
+
+@router.get("/providers", tags=["access"])
+def providers(billing: Ledger) -> list[ProviderInfo]:
+    return billing.access.providers()
+
+
+@router.get("/mandates/{mandate}/users/{user}/providers", tags=["access"])
+def allowed_providers(mandate: str, user: str, billing: Ledger) -> list[str]:
+    return billing.allowed_providers(mandate, user)
+
+
+@router.put("/mandates/{mandate}/users/{user}/roles/{role}", tags=["access"])
+def grant_role(mandate: str, user: str, role: str, billing: Ledger) -> list[str]:
+    return billing.access.grant_role(mandate, user, role)
+
+
+@router.delete("/mandates/{mandate}/users/{user}/roles/{role}", tags=["access"])
+def revoke_role(mandate: str, user: str, role: str, billing: Ledger) -> list[str]:
+    return billing.access.revoke_role(mandate, user, role)
+
+
+@router.get("/mandates/{mandate}/users/{user}/roles", tags=["access"])
+def roles_of(mandate: str, user: str, billing: Ledger) -> list[str]:
+    return billing.access.roles_of(mandate, user)
+
+
+@router.post("/mandates/{mandate}/rules", status_code=status.HTTP_201_CREATED, tags=["access"])
+def add_rule(mandate: str, body: RuleIn, billing: Ledger) -> RuleInfo:
+    return billing.access.add_rule(mandate, body.role, body.context, body.item, body.permissions)
+
+
+@router.get("/mandates/{mandate}/rules", tags=["access"])
+def rules(mandate: str, billing: Ledger) -> list[RuleInfo]:
+    return billing.access.rules(mandate)
+
+
+@router.delete(
+    "/mandates/{mandate}/rules/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["access"]
+)
+def remove_rule(mandate: str, rule_id: str, billing: Ledger) -> None:
+    billing.access.remove_rule(mandate, rule_id)
+
+
+# ---------------------------------------------------------------------- keys
+
+
+@router.post("/mandates/{mandate}/keys", status_code=status.HTTP_201_CREATED, tags=["keys"])
+def create_key(mandate: str, body: KeyIn, billing: Ledger) -> CreatedKeyOut:
+    """Create an API key for a member; the secret is in this response only."""
+    created = billing.keys.create_key(
+        user=body.user,
+        mandate=mandate,
+        scopes=body.scopes,
+        expires_at=body.expires_at,
+        name=body.name,
+    )
+    return CreatedKeyOut(secret=created.secret, key=_key_json(created.info))
+
+
+@router.get("/mandates/{mandate}/keys", tags=["keys"])
+def list_keys(mandate: str, billing: Ledger) -> list[dict[str, Any]]:
+    return [_key_json(k) for k in billing.keys.list_keys(mandate)]
+
+
+@router.post("/mandates/{mandate}/keys/{key_id}/revoke", tags=["keys"])
+def revoke_key(mandate: str, key_id: str, billing: Ledger) -> dict[str, Any]:
+    return _key_json(billing.keys.revoke_key(key_id, mandate=mandate))
+
+
+def _key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.key_id,
+        "prefix": key.prefix,
+        "mandate": key.mandate,
+        "user": key.user,
+        "name": key.name,
+        "scopes": sorted(str(x) for x in key.scopes),
+        "created_at": key.created_at.isoformat(),
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
+    }
+
+
+# ---------------------------------------------------------- limits and audit
+
+
+@router.put("/mandates/{mandate}/limits", tags=["limits"])
+def set_limit(mandate: str, body: LimitIn, billing: Ledger) -> SpendingLimit | None:
+    return billing.set_spending_limit(
+        mandate,
+        body.amount,  # type: ignore[arg-type]  # a decimal string, taken exactly
+        user=body.user,
+        feature_instance=body.feature_instance,
+        period=body.period,
+    )
+
+
+@router.get("/mandates/{mandate}/limits", tags=["limits"])
+def limits(mandate: str, billing: Ledger) -> list[SpendingLimit]:
+    return billing.spending_limits(mandate)
+
+
+@router.get("/mandates/{mandate}/audit", tags=["audit"])
+def audit_log(
+    mandate: str,
+    billing: Ledger,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+) -> AuditPage:
+    return billing.audit_log(mandate, limit=limit, cursor=cursor)
+
+
+@router.get("/audit", tags=["audit"])
+def platform_audit_log(
+    billing: Ledger,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+) -> AuditPage:
+    return billing.audit_log(None, limit=limit, cursor=cursor)
+
+
+# ------------------------------------------------------------------- reports
+
+
+@router.get("/users/{user}/balances", tags=["reports"])
+def balances_for_user(user: str, billing: Ledger) -> list[UserBalance]:
+    return billing.balances_for_user(user)
+
+
+@router.get("/mandates/{mandate}/usage-report", tags=["reports"])
+def usage_report(
+    mandate: str,
+    billing: Ledger,
+    group_by: Annotated[list[str], Query(max_length=6)] = ["day"],  # noqa: B006
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[UsageRow]:
+    return billing.usage_report(mandate, group_by=group_by, since=since, until=until)
+
+
+@router.get("/mandates/{mandate}/entries.csv", tags=["reports"])
+def export_history(mandate: str, billing: Ledger) -> StreamingResponse:
+    """The mandate's entries as CSV, streamed page by page."""
+    lines: Iterator[str] = billing.iter_history_csv(mandate)
+    return StreamingResponse(
+        lines,
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{mandate}-entries.csv"'},
+    )
+
+
+@router.get("/mandates/{mandate}/usage-report.csv", tags=["reports"])
+def export_usage_report(
+    mandate: str,
+    billing: Ledger,
+    group_by: Annotated[list[str], Query(max_length=6)] = ["day"],  # noqa: B006
+) -> StreamingResponse:
+    lines: Iterator[str] = billing.iter_usage_report_csv(mandate, group_by=group_by)
+    return StreamingResponse(lines, media_type="text/csv")

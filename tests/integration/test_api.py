@@ -333,3 +333,62 @@ def test_administration_over_http(api: tuple[TestClient, dict[str, str]]) -> Non
     assert [(b["mandate"], b["balance"]) for b in balances] == [("acme", "10.000000")]
     report = client.get("/v1/mandates/acme/usage-report?group_by=provider", headers=auth(alice))
     assert report.status_code == 200 and report.json() == []
+
+
+def test_every_mandate_endpoint_refuses_another_mandates_key(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    """The isolation matrix over HTTP: every route that names a mandate, called
+    with beta's admin key for acme and for a mandate that does not exist, is
+    403 with the same body, and acme's data does not change."""
+    client, keys = api
+    alice, bob = keys["alice"], keys["bob"]
+    client.post("/v1/mandates/acme/credits", json={"amount": "10"}, headers=auth(alice, "f"))
+    before = client.get("/v1/mandates/acme/entries", headers=auth(alice)).json()
+    schema = client.get("/openapi.json").json()
+    fill = {
+        "user": "alice",
+        "role": "viewer",
+        "rule_id": "rule_0000000000000000",
+        "key_id": "0123456789ab",
+    }
+    bodies = {
+        "/v1/mandates/{mandate}/members": {"user": "alice"},
+        "/v1/mandates/{mandate}/credits": {"amount": "1"},
+        "/v1/mandates/{mandate}/check": {"estimate": "1"},
+        "/v1/mandates/{mandate}/estimate": {
+            "provider": "openai",
+            "model": "gpt-4o",
+            "input_tokens": 1,
+            "max_output_tokens": 1,
+        },
+        "/v1/mandates/{mandate}/holds": {"amount": "1"},
+        "/v1/mandates/{mandate}/usage": {"amount": "1"},
+        "/v1/mandates/{mandate}/rules": {
+            "role": "viewer",
+            "context": "resource",
+            "item": "*",
+            "permissions": ["view"],
+        },
+        "/v1/mandates/{mandate}/keys": {"user": "alice"},
+        "/v1/mandates/{mandate}/limits": {"amount": "1", "user": "alice"},
+    }
+    checked = 0
+    for path, operations in schema["paths"].items():
+        if "{mandate}" not in path:
+            continue
+        for method in operations:
+            answers = []
+            for mandate in ("acme", "no-such-mandate"):
+                url = path.format(mandate=mandate, **fill)
+                r = client.request(
+                    method.upper(),
+                    url,
+                    json=bodies.get(path) if method in ("post", "put", "patch") else None,
+                    headers=auth(bob, f"k-{mandate}"),
+                )
+                answers.append(is_problem(r, 403, "permission_denied"))
+            assert answers[0] == answers[1], (method, path)
+            checked += 1
+    assert checked >= 20
+    assert client.get("/v1/mandates/acme/entries", headers=auth(alice)).json() == before

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
@@ -312,7 +312,17 @@ def usage_report(
     return billing.usage_report(mandate, group_by=group_by, since=since, until=until)
 
 
-@router.get("/mandates/{mandate}/entries.csv", tags=["reports"])
+CSV = {
+    200: {
+        "description": "CSV, header first",
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get(
+    "/mandates/{mandate}/entries.csv", tags=["reports"], response_class=Response, responses=CSV
+)
 def export_history(mandate: str, billing: Ledger) -> StreamingResponse:
     """The mandate's entries as CSV, streamed page by page."""
     lines: Iterator[str] = billing.iter_history_csv(mandate)
@@ -323,7 +333,12 @@ def export_history(mandate: str, billing: Ledger) -> StreamingResponse:
     )
 
 
-@router.get("/mandates/{mandate}/usage-report.csv", tags=["reports"])
+@router.get(
+    "/mandates/{mandate}/usage-report.csv",
+    tags=["reports"],
+    response_class=Response,
+    responses=CSV,
+)
 def export_usage_report(
     mandate: str,
     billing: Ledger,

@@ -76,6 +76,7 @@ def create_app(billing: Billing, *, sweep_interval_s: float = 30.0) -> FastAPI:
         version=__version__,
         description="Billing for AI usage: holds, exact prices, an append-only ledger.",
         lifespan=lifespan,
+        responses=errors.RESPONSES,
     )
     app.state.billing = billing
     app.add_middleware(BodyLimit)

@@ -7,11 +7,44 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aibill.domain import errors as e
 
 PROBLEM = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document with aibill's stable error ``code``."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str = Field(examples=["insufficient_balance"])
+    details: dict[str, Any] | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+def _documented(status: int, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM: {"schema": Problem.model_json_schema()}},
+    }
+
+
+# Declared on every operation, so the OpenAPI schema says what a client may meet.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented(401, "No API key, or one that was refused (`invalid_api_key`)."),
+    402: _documented(402, "A business refusal: `insufficient_balance`, `limit_exceeded`."),
+    403: _documented(403, "Not allowed: `permission_denied`, `provider_not_allowed`."),
+    404: _documented(404, "Not found: `hold_not_found`, `unknown_model`, ..."),
+    409: _documented(409, "A conflict: `idempotency_conflict`, `hold_already_captured`, ..."),
+    413: _documented(413, "The request body is too large (`request_too_large`)."),
+    422: _documented(422, "The request is malformed (`invalid_request`, `invalid_amount`)."),
+    503: _documented(503, "The database kept failing (`store_unavailable`)."),
+}
 
 # One status per error class; the most specific class listed wins.
 STATUS: list[tuple[type[e.AibillError], int]] = [

@@ -3,7 +3,7 @@ number: a number would pass through binary floating point on the way."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -14,8 +14,8 @@ Money = Annotated[
         description='A decimal string with at most six decimals, e.g. "0.50".', examples=["0.50"]
     ),
 ]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"\S")]
 Text = Annotated[str, StringConstraints(max_length=500)]
 Tokens = Annotated[int, Field(ge=0, le=10**12)]
 
@@ -26,8 +26,8 @@ class Body(BaseModel):
 
 class MandateIn(Body):
     id: Name
-    billing_model: Annotated[str, Field(examples=["prepay_mandate"])] = "prepay_mandate"
-    currency: Annotated[str, Field(examples=["CHF"])] = "CHF"
+    billing_model: Literal["unlimited", "prepay_mandate", "prepay_user"] = "prepay_mandate"
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["CHF"])] = "CHF"
 
 
 class UserIn(Body):

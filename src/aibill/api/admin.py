@@ -312,7 +312,7 @@ def usage_report(
     return billing.usage_report(mandate, group_by=group_by, since=since, until=until)
 
 
-CSV = {
+CSV: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "CSV, header first",
         "content": {"text/csv": {"schema": {"type": "string"}}},

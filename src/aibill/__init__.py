@@ -10,6 +10,7 @@ billing.capture(hold.id, amount=Decimal("0.31"))
 
 from __future__ import annotations
 
+from aibill.client import Client, HeldCall, ServiceUnavailable
 from aibill.domain.clock import Clock, ManualClock, system_clock
 from aibill.domain.errors import (
     AibillError,
@@ -94,11 +95,13 @@ __all__ = [
     "Catalog",
     "Charge",
     "CheckResult",
+    "Client",
     "Clock",
     "Conflict",
     "Drift",
     "Entry",
     "EntryKind",
+    "HeldCall",
     "Hold",
     "HoldAlreadyCaptured",
     "HoldAlreadyReleased",
@@ -123,6 +126,7 @@ __all__ = [
     "ProviderNotAllowed",
     "Refused",
     "Scope",
+    "ServiceUnavailable",
     "SpendingLimit",
     "StoreUnavailable",
     "Tags",

@@ -1,0 +1,148 @@
+"""How ``aibill serve`` is configured: environment variables, a config file, or flags.
+
+Each setting is read, from the highest priority down, from
+
+1. the command line (``aibill serve --db ... --host ... --port ... --workers ...``),
+2. an environment variable ``AIBILL_<NAME>`` (``AIBILL_DATABASE_URL``, ``AIBILL_PORT``, ...),
+3. the TOML file named by ``AIBILL_CONFIG``, if set (flat keys, the names below),
+4. the default.
+
+Nothing is read when this module is imported: :func:`load_settings` reads the
+environment and the file each time it is called.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import make_url
+
+CONFIG_ENV = "AIBILL_CONFIG"
+MAX_DEFAULT_WORKERS = 4
+MIN_POSTGRES_WORKERS = 2
+
+
+class SettingsError(ValueError):
+    """The settings cannot be used; the message says which one and why."""
+
+
+class Settings(BaseSettings):
+    """The service's settings; see :mod:`aibill.settings` for where they come from."""
+
+    model_config = SettingsConfigDict(env_prefix="AIBILL_", extra="forbid")
+
+    database_url: str = Field(
+        default="sqlite:///aibill.db",
+        description="SQLite (sqlite:///path.db) or PostgreSQL (postgresql+psycopg://user@host/db).",
+    )
+    host: str = Field(default="127.0.0.1", description="The address to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="The TCP port to listen on.")
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Worker processes; default 1 on SQLite, 2-4 (by CPU count) on PostgreSQL.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Logs as readable text or one JSON object per line."
+    )
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
+        default="FULL", description="SQLite durability: FULL survives power loss."
+    )
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        try:
+            backend = make_url(value).get_backend_name()
+        except Exception as exc:
+            raise ValueError(f"not a database URL: {value!r}") from exc
+        if backend not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(f"aibill stores its ledger in SQLite or PostgreSQL, not {backend!r}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(CONFIG_ENV)
+        if path:
+            if not Path(path).is_file():
+                raise SettingsError(f"{CONFIG_ENV}={path}: no such file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    @property
+    def requested_workers(self) -> int:
+        """The worker count asked for, or the backend's default."""
+        if self.workers is not None:
+            return self.workers
+        if self.is_sqlite:
+            return 1
+        return max(MIN_POSTGRES_WORKERS, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
+
+    @property
+    def effective_workers(self) -> int:
+        """The worker processes the service runs: always 1 on SQLite, which has a
+        single writer (more processes would only queue for its write lock)."""
+        return 1 if self.is_sqlite else self.requested_workers
+
+    @property
+    def display_url(self) -> str:
+        """The database URL with any password masked, for printing."""
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``AIBILL_*`` environment variables (for worker processes)."""
+        return {
+            "AIBILL_DATABASE_URL": self.database_url,
+            "AIBILL_HOST": self.host,
+            "AIBILL_PORT": str(self.port),
+            "AIBILL_WORKERS": str(self.effective_workers),
+            "AIBILL_LOG_FORMAT": self.log_format,
+            "AIBILL_SQLITE_SYNCHRONOUS": self.sqlite_synchronous,
+        }
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings now; ``overrides`` that are not None win over everything
+    else (the command line's flags). Raises :class:`SettingsError` with a readable
+    message when a value is invalid."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from exc

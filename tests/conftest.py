@@ -80,7 +80,7 @@ def pg_server() -> Iterator[PostgresServer]:
         server.close()
 
 
-def _need_pg(server: PostgresServer) -> None:
+def need_pg(server: PostgresServer) -> None:
     if server.error is not None:
         if IN_CI:
             pytest.fail(f"CI=true requires PostgreSQL: {server.error}")
@@ -94,7 +94,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
     server: PostgresServer = request.getfixturevalue("pg_server")
-    _need_pg(server)
+    need_pg(server)
     url = server.create()
     yield url
     server.drop(url)
@@ -120,7 +120,7 @@ def billing(db_url: str, clock: ManualClock) -> Iterator[Billing]:
 @pytest.fixture
 def pg_billing(pg_server: PostgresServer, clock: ManualClock) -> Iterator[Billing]:
     """A ledger on a fresh PostgreSQL database only (for what only a server does)."""
-    _need_pg(pg_server)
+    need_pg(pg_server)
     url = pg_server.create()
     b = aibill.connect(url, clock=clock)
     yield b

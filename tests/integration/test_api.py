@@ -392,3 +392,20 @@ def test_every_mandate_endpoint_refuses_another_mandates_key(
             checked += 1
     assert checked >= 20
     assert client.get("/v1/mandates/acme/entries", headers=auth(alice)).json() == before
+
+
+def test_every_request_body_has_an_example(billing: Billing) -> None:
+    schema = create_app(billing).openapi()
+    components = schema["components"]["schemas"]
+    missing = []
+    checked = 0
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is None:
+                continue
+            checked += 1
+            ref = body["schema"].get("$ref", "").rsplit("/", 1)[-1]
+            if not components.get(ref, {}).get("examples"):
+                missing.append(f"{method.upper()} {path}")
+    assert missing == [] and checked >= 15

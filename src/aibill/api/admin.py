@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from aibill.api import schemas as s
 from aibill.api.deps import Ledger
@@ -26,6 +26,20 @@ MAX_CSV_BYTES = 1024 * 1024
 
 
 class RateIn(s.Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "base": "USD",
+                    "quote": "CHF",
+                    "rate": "0.80",
+                    "valid_from": "2026-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
+
     base: Annotated[str, Field(examples=["USD"])]
     quote: Annotated[str, Field(examples=["CHF"])]
     rate: Annotated[str, Field(pattern=r"^\d{1,12}(\.\d{1,12})?$", examples=["0.80"])]
@@ -34,6 +48,13 @@ class RateIn(s.Body):
 
 
 class MarkupIn(s.Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"percent": "20", "mandate": "acme", "provider": "openai"}]
+        },
+    )
+
     percent: Annotated[str, Field(pattern=r"^\d{1,4}(\.\d{1,6})?$", examples=["50"])]
     mandate: s.Name | None = None
     provider: s.Tag | None = None
@@ -44,6 +65,21 @@ PriceText = Annotated[str, Field(pattern=r"^\d{1,7}(\.\d{1,12})?$", examples=["2
 
 
 class PriceIn(s.Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "provider": "private",
+                    "model": "tuned-1",
+                    "input_mtok": "1.00",
+                    "output_mtok": "2.00",
+                    "mandate": "acme",
+                }
+            ]
+        },
+    )
+
     provider: s.Tag
     model: s.Tag
     input_mtok: PriceText
@@ -58,16 +94,39 @@ class PriceIn(s.Body):
 
 
 class ProviderIn(s.Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"provider": "openai", "display_name": "OpenAI", "enabled": True}]
+        },
+    )
+
     provider: s.Tag
     display_name: s.Text | None = None
     enabled: bool = True
 
 
 class ProviderPatch(s.Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"enabled": False}]})
+
     enabled: bool
 
 
 class RuleIn(s.Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "role": "viewer",
+                    "context": "resource",
+                    "item": "resource.aicore.mistral",
+                    "permissions": ["view"],
+                }
+            ]
+        },
+    )
+
     role: s.Name
     context: Annotated[str, Field(examples=["resource"])]
     item: Annotated[str, Field(max_length=200, examples=["resource.aicore.openai"])]
@@ -75,6 +134,13 @@ class RuleIn(s.Body):
 
 
 class KeyIn(s.Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"user": "gateway", "scopes": ["billing:use"], "name": "chat gateway"}]
+        },
+    )
+
     user: s.Name
     scopes: Annotated[
         list[str], Field(min_length=1, max_length=3, default_factory=lambda: ["billing:use"])
@@ -89,6 +155,11 @@ class CreatedKeyOut(s.Body):
 
 
 class LimitIn(s.Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"amount": "50.00", "user": "alice", "period": "month"}]},
+    )
+
     amount: s.Money | None = Field(description="null removes the limit")
     user: s.Name | None = None
     feature_instance: s.Tag | None = None

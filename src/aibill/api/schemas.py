@@ -25,21 +25,43 @@ class Body(BaseModel):
 
 
 class MandateIn(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"id": "acme", "billing_model": "prepay_mandate", "currency": "CHF"}]
+        },
+    )
+
     id: Name
     billing_model: Literal["unlimited", "prepay_mandate", "prepay_user"] = "prepay_mandate"
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["CHF"])] = "CHF"
 
 
 class UserIn(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"id": "alice"}]})
+
     id: Name
 
 
 class MemberIn(Body):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"user": "alice", "role": "member"}]}
+    )
+
     user: Name
     role: Name | None = "member"
 
 
 class CreditIn(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"amount": "100.00", "reason": "payment", "description": "Invoice 2026-11"}
+            ]
+        },
+    )
+
     amount: Money
     user: Name | None = None
     reason: str = "payment"
@@ -48,6 +70,13 @@ class CreditIn(Body):
 
 
 class UsageIn(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"input_tokens": 1200, "output_tokens": 512, "cache_read_tokens": 1000}]
+        },
+    )
+
     input_tokens: Tokens = 0
     output_tokens: Tokens = 0
     cache_read_tokens: Tokens = 0
@@ -66,6 +95,24 @@ class Tags(Body):
 
 
 class HoldIn(Tags):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "user": "alice",
+                    "provider": "openai",
+                    "model": "gpt-4o",
+                    "input_tokens": 1200,
+                    "max_output_tokens": 800,
+                    "feature_code": "chatplayground",
+                    "feature_instance": "fi-1",
+                    "workflow_id": "wf-9",
+                }
+            ]
+        },
+    )
+
     amount: Money | None = None
     user: Name | None = None
     input_tokens: Tokens | None = None
@@ -75,12 +122,32 @@ class HoldIn(Tags):
 
 
 class CaptureIn(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"usage": {"input_tokens": 1200, "output_tokens": 512}}]},
+    )
+
     amount: Money | None = None
     usage: UsageIn | None = None
     description: Text | None = None
 
 
 class UsageRecordIn(Tags):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "user": "alice",
+                    "provider": "anthropic",
+                    "model": "claude-sonnet-4-5",
+                    "usage": {"input_tokens": 5000, "output_tokens": 300},
+                    "already_happened": True,
+                }
+            ]
+        },
+    )
+
     amount: Money | None = None
     usage: UsageIn | None = None
     user: Name | None = None
@@ -90,6 +157,13 @@ class UsageRecordIn(Tags):
 
 
 class CheckIn(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"estimate": "0.0132", "user": "alice", "provider": "openai"}]
+        },
+    )
+
     estimate: Money
     user: Name | None = None
     provider: Tag | None = None
@@ -97,6 +171,20 @@ class CheckIn(Body):
 
 
 class EstimateIn(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "provider": "openai",
+                    "model": "gpt-4o",
+                    "input_tokens": 1200,
+                    "max_output_tokens": 800,
+                }
+            ]
+        },
+    )
+
     provider: Tag
     model: Tag
     input_tokens: Tokens

@@ -409,3 +409,59 @@ def test_every_request_body_has_an_example(billing: Billing) -> None:
             if not components.get(ref, {}).get("examples"):
                 missing.append(f"{method.upper()} {path}")
     assert missing == [] and checked >= 15
+
+
+def test_settings_roles_sysadmins_and_platform_keys(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, keys = api
+    root, alice = keys["root"], keys["alice"]
+    r = client.put("/v1/mandates/acme/overdraft-limit", json={"amount": "20"}, headers=auth(alice))
+    assert r.status_code == 200 and r.json()["available"] == "20.000000"
+    role = client.post(
+        "/v1/mandates/acme/roles", json={"role": "auditor"}, headers=auth(alice)
+    ).json()
+    assert role["role"] == "auditor"
+    assert [
+        x["role"] for x in client.get("/v1/mandates/acme/roles", headers=auth(alice)).json()
+    ] == ["auditor"]
+    client.post("/v1/markups", json={"percent": "10", "mandate": "acme"}, headers=auth(alice))
+    assert client.delete("/v1/markups?mandate=acme", headers=auth(alice)).json() == {
+        "removed": True
+    }
+    is_problem(
+        client.post("/v1/sysadmins", json={"user": "alice"}, headers=auth(alice)),
+        403,
+        "permission_denied",
+    )
+    assert (
+        client.post("/v1/sysadmins", json={"user": "alice"}, headers=auth(root)).status_code == 201
+    )
+    created = client.post(
+        "/v1/keys", json={"user": "alice", "scopes": ["billing:admin"]}, headers=auth(root)
+    ).json()
+    assert created["secret"].startswith("aibill-admin_")
+    assert (
+        client.post(
+            "/v1/mandates", json={"id": "delta"}, headers=auth(created["secret"])
+        ).status_code
+        == 201
+    )
+    assert any(
+        k["id"] == created["key"]["id"] for k in client.get("/v1/keys", headers=auth(root)).json()
+    )
+    client.post(f"/v1/keys/{created['key']['id']}/revoke", headers=auth(root))
+    is_problem(client.get("/v1/keys", headers=auth(created["secret"])), 401, "invalid_api_key")
+    assert client.delete("/v1/sysadmins/alice", headers=auth(root)).status_code == 204
+
+
+def test_expired_holds_are_counted(billing: Billing, clock: ManualClock) -> None:
+    billing.create_mandate("acme")
+    billing.credit("acme", D("1"), idempotency_key="c")
+    billing.hold("acme", amount=D("1"), ttl_s=60, idempotency_key="h")
+    clock.advance(61)
+    with TestClient(create_app(billing, sweep_interval_s=0.02)) as client:
+        deadline = time.monotonic() + 10
+        while 'aibill_holds_total{event="expired"} 1.0' not in client.get("/metrics").text:
+            assert time.monotonic() < deadline, "the sweeper never counted the expired hold"
+            time.sleep(0.02)

@@ -14,8 +14,8 @@ from pydantic import ConfigDict, Field
 
 from aibill.api import schemas as s
 from aibill.api.deps import Ledger
-from aibill.domain.model import SpendingLimit
-from aibill.service.access import ProviderInfo, RuleInfo
+from aibill.domain.model import Balance, SpendingLimit
+from aibill.service.access import ProviderInfo, RoleInfo, RuleInfo
 from aibill.service.audit import AuditPage
 from aibill.service.keys import ApiKey
 from aibill.service.pricing import CustomPrice, ExchangeRate, Markup
@@ -154,6 +154,31 @@ class CreatedKeyOut(s.Body):
     key: dict[str, Any]
 
 
+class OverdraftIn(s.Body):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"amount": "20.00", "user": None}]}
+    )
+
+    amount: Annotated[str, Field(pattern=r"^\d{1,13}(\.\d{1,6})?$")]
+    user: s.Name | None = None
+
+
+class RoleDefIn(s.Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"role": "auditor", "description": "reads the books"}]},
+    )
+
+    role: s.Name
+    description: s.Text | None = None
+
+
+class UserRef(s.Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"user": "root"}]})
+
+    user: s.Name
+
+
 class LimitIn(s.Body):
     model_config = ConfigDict(
         extra="forbid",
@@ -285,6 +310,51 @@ def remove_rule(mandate: str, rule_id: str, billing: Ledger) -> None:
     billing.access.remove_rule(mandate, rule_id)
 
 
+@router.delete("/markups", tags=["pricing"])
+def clear_markup(
+    billing: Ledger,
+    mandate: str | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+) -> dict[str, bool]:
+    """Remove the markup of exactly this scope, so a less specific one applies."""
+    return {
+        "removed": billing.pricing.clear_markup(mandate=mandate, provider=provider, model=model)
+    }
+
+
+@router.post("/mandates/{mandate}/roles", status_code=status.HTTP_201_CREATED, tags=["access"])
+def define_role(mandate: str, body: RoleDefIn, billing: Ledger) -> RoleInfo:
+    """Define a custom role in the mandate; give it rules with ``/rules``."""
+    return billing.access.define_role(mandate, body.role, body.description)
+
+
+@router.get("/mandates/{mandate}/roles", tags=["access"])
+def custom_roles(mandate: str, billing: Ledger) -> list[RoleInfo]:
+    return billing.access.custom_roles(mandate)
+
+
+@router.post("/sysadmins", status_code=status.HTTP_201_CREATED, tags=["access"])
+def add_sysadmin(body: UserRef, billing: Ledger) -> dict[str, str]:
+    billing.access.add_sysadmin(body.user)
+    return {"user": body.user}
+
+
+@router.delete("/sysadmins/{user}", status_code=status.HTTP_204_NO_CONTENT, tags=["access"])
+def remove_sysadmin(user: str, billing: Ledger) -> None:
+    billing.access.remove_sysadmin(user)
+
+
+@router.put("/mandates/{mandate}/overdraft-limit", tags=["money"])
+def set_overdraft_limit(mandate: str, body: OverdraftIn, billing: Ledger) -> Balance:
+    """How far the account may go below zero for holds and usage (0 by default)."""
+    return billing.set_overdraft_limit(
+        mandate,
+        body.amount,  # type: ignore[arg-type]  # a decimal string, taken exactly
+        user=body.user,
+    )
+
+
 # ---------------------------------------------------------------------- keys
 
 
@@ -309,6 +379,25 @@ def list_keys(mandate: str, billing: Ledger) -> list[dict[str, Any]]:
 @router.post("/mandates/{mandate}/keys/{key_id}/revoke", tags=["keys"])
 def revoke_key(mandate: str, key_id: str, billing: Ledger) -> dict[str, Any]:
     return _key_json(billing.keys.revoke_key(key_id, mandate=mandate))
+
+
+@router.post("/keys", status_code=status.HTTP_201_CREATED, tags=["keys"])
+def create_platform_key(body: KeyIn, billing: Ledger) -> CreatedKeyOut:
+    """Create a system admin's key (system admins); the secret is in this response only."""
+    created = billing.keys.create_key(
+        user=body.user, mandate=None, scopes=body.scopes, expires_at=body.expires_at, name=body.name
+    )
+    return CreatedKeyOut(secret=created.secret, key=_key_json(created.info))
+
+
+@router.get("/keys", tags=["keys"])
+def list_platform_keys(billing: Ledger) -> list[dict[str, Any]]:
+    return [_key_json(k) for k in billing.keys.list_keys(None)]
+
+
+@router.post("/keys/{key_id}/revoke", tags=["keys"])
+def revoke_platform_key(key_id: str, billing: Ledger) -> dict[str, Any]:
+    return _key_json(billing.keys.revoke_key(key_id, mandate=None))
 
 
 def _key_json(key: ApiKey) -> dict[str, Any]:

@@ -22,7 +22,7 @@ MAX_BODY_BYTES = 64 * 1024
 log = logging.getLogger("aibill.api")
 
 
-async def _sweep_forever(billing: Billing, interval_s: float) -> None:
+async def _sweep_forever(billing: Billing, interval_s: float, expired: Any) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:
@@ -31,6 +31,7 @@ async def _sweep_forever(billing: Billing, interval_s: float) -> None:
             log.exception("sweeping expired holds failed")
             continue
         if swept:
+            expired.inc(swept)
             log.info("expired %d overdue holds", swept)
 
 
@@ -62,7 +63,8 @@ def create_app(billing: Billing, *, sweep_interval_s: float = 30.0) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = None
         if sweep_interval_s > 0:
-            task = asyncio.create_task(_sweep_forever(billing, sweep_interval_s))
+            expired = app.state.metrics.holds.labels("expired")
+            task = asyncio.create_task(_sweep_forever(billing, sweep_interval_s, expired))
         try:
             yield
         finally:

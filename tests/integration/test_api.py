@@ -372,6 +372,8 @@ def test_every_mandate_endpoint_refuses_another_mandates_key(
         },
         "/v1/mandates/{mandate}/keys": {"user": "alice"},
         "/v1/mandates/{mandate}/limits": {"amount": "1", "user": "alice"},
+        "/v1/mandates/{mandate}/overdraft-limit": {"amount": "1"},
+        "/v1/mandates/{mandate}/roles": {"role": "auditor"},
     }
     checked = 0
     for path, operations in schema["paths"].items():

@@ -467,3 +467,28 @@ def test_expired_holds_are_counted(billing: Billing, clock: ManualClock) -> None
         while 'aibill_holds_total{event="expired"} 1.0' not in client.get("/metrics").text:
             assert time.monotonic() < deadline, "the sweeper never counted the expired hold"
             time.sleep(0.02)
+
+
+def test_read_helpers_over_http(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, keys = api
+    root, alice = keys["root"], keys["alice"]
+    client.post(
+        "/v1/exchange-rates",
+        json={"base": "USD", "quote": "CHF", "rate": "0.80", "valid_from": "2020-01-01T00:00:00Z"},
+        headers=auth(root),
+    )
+    assert client.get("/v1/exchange-rates/USD/CHF", headers=auth(alice)).json()["rate"] == "0.80"
+    is_problem(
+        client.get("/v1/exchange-rates/USD/JPY", headers=auth(alice)), 404, "missing_exchange_rate"
+    )
+    assert client.get("/v1/markups/effective?mandate=acme", headers=auth(alice)).json() == {
+        "percent": "50"
+    }
+    assert client.get("/v1/sysadmins/root", headers=auth(root)).json() == {"sysadmin": True}
+    created = client.post(
+        "/v1/mandates/acme/keys", json={"user": "alice"}, headers=auth(alice)
+    ).json()
+    got = client.get(f"/v1/mandates/acme/keys/{created['key']['id']}", headers=auth(alice)).json()
+    assert got["id"] == created["key"]["id"] and created["secret"] not in str(got)
+    assert client.get("/v1/verify", headers=auth(root)).json() == []
+    is_problem(client.get("/v1/verify", headers=auth(alice)), 403, "permission_denied")

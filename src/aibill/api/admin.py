@@ -5,7 +5,7 @@ and reports. Who may do what is decided by the service (see the principals)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -216,6 +216,27 @@ def exchange_rates(
     return billing.pricing.exchange_rates(base, quote)
 
 
+@router.get("/exchange-rates/{base}/{quote}", tags=["pricing"])
+def exchange_rate(
+    base: str, quote: str, billing: Ledger, at: datetime | None = None
+) -> dict[str, str]:
+    """The rate in force at ``at`` (default: now); 404 ``missing_exchange_rate`` if none."""
+    when = at or datetime.now(UTC)
+    rate = billing.pricing.exchange_rate(base, quote, when)
+    return {"base": base, "quote": quote, "rate": str(rate), "at": when.isoformat()}
+
+
+@router.get("/markups/effective", tags=["pricing"])
+def markup_for(
+    billing: Ledger,
+    mandate: str | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+) -> dict[str, str]:
+    """The markup that applies to a call: the most specific one set, else 50 %."""
+    return {"percent": str(billing.pricing.markup_for(mandate, provider, model))}
+
+
 @router.post("/markups", tags=["pricing"])
 def set_markup(body: MarkupIn, billing: Ledger) -> Markup:
     """Set a markup for the platform, a mandate, a provider or a model."""
@@ -340,6 +361,11 @@ def add_sysadmin(body: UserRef, billing: Ledger) -> dict[str, str]:
     return {"user": body.user}
 
 
+@router.get("/sysadmins/{user}", tags=["access"])
+def is_sysadmin(user: str, billing: Ledger) -> dict[str, bool]:
+    return {"sysadmin": billing.access.is_sysadmin(user)}
+
+
 @router.delete("/sysadmins/{user}", status_code=status.HTTP_204_NO_CONTENT, tags=["access"])
 def remove_sysadmin(user: str, billing: Ledger) -> None:
     billing.access.remove_sysadmin(user)
@@ -374,6 +400,11 @@ def create_key(mandate: str, body: KeyIn, billing: Ledger) -> CreatedKeyOut:
 @router.get("/mandates/{mandate}/keys", tags=["keys"])
 def list_keys(mandate: str, billing: Ledger) -> list[dict[str, Any]]:
     return [_key_json(k) for k in billing.keys.list_keys(mandate)]
+
+
+@router.get("/mandates/{mandate}/keys/{key_id}", tags=["keys"])
+def get_key(mandate: str, key_id: str, billing: Ledger) -> dict[str, Any]:
+    return _key_json(billing.keys.get_key(key_id, mandate=mandate))
 
 
 @router.post("/mandates/{mandate}/keys/{key_id}/revoke", tags=["keys"])

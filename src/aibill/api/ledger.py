@@ -252,6 +252,12 @@ def history(
     )
 
 
+@router.get("/verify", tags=["money"])
+def verify_all(billing: Ledger) -> list[Drift]:
+    """Recompute every account of every mandate (system admins)."""
+    return billing.verify()
+
+
 @router.get("/mandates/{mandate}/verify", tags=["money"])
 def verify(mandate: str, billing: Ledger) -> list[Drift]:
     """Recompute the mandate's accounts from their entries: an empty list when sound."""

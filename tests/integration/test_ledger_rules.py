@@ -586,3 +586,22 @@ def test_setting_an_overdraft_limit_answers_with_the_current_balance(
     clock.advance(61)
     assert billing.set_overdraft_limit(m, D("0")) == billing.balance(m)
     assert billing.balance(m).pending == 0
+
+
+def test_a_capture_at_the_instant_of_expiry_draws_on_the_balance(
+    billing: Billing, clock: ManualClock
+) -> None:
+    """12 in, 1 held for a second, 11.000001 of usage that happened (1 micro short).
+    At the very second the hold expires, its call's 1 is captured: the hold no
+    longer reserves it, so the capture draws on the balance and is short too."""
+    m = funded(billing, amount="12")
+    hold = billing.hold(m, amount=D("1"), ttl_s=1, idempotency_key="h")
+    usage = billing.record_usage(
+        m, amount=D("11.000001"), already_happened=True, idempotency_key="u"
+    )
+    assert usage.shortfall == D("0.000001")
+    clock.set(hold.expires_at)  # expired, and no sweep has seen it yet
+    entry = billing.capture(hold.id, amount=D("1"))
+    assert entry.captured_after_expiry
+    assert entry.over_balance and entry.shortfall == D("0.000001")
+    assert billing.verify() == []

@@ -1058,7 +1058,9 @@ class Billing:
         )
         # Only the part above what the hold still reserved is drawn from the
         # available balance (DESIGN rule 3); a shortfall is measured on that part.
-        drawn = max(0, micros - freed)
+        # Past its time the hold reserves nothing, even before a sweep has seen
+        # it: the whole amount is drawn from the balance as it is then (rule 2).
+        drawn = micros if expired else max(0, micros - freed)
         shortfall = self._settled_shortfall(conn, ctx, row.account_id, acct, drawn, now)
         tags = Tags(
             row.provider, row.model, row.feature_code, row.feature_instance, row.workflow_id

@@ -492,3 +492,23 @@ def test_read_helpers_over_http(api: tuple[TestClient, dict[str, str]]) -> None:
     assert got["id"] == created["key"]["id"] and created["secret"] not in str(got)
     assert client.get("/v1/verify", headers=auth(root)).json() == []
     is_problem(client.get("/v1/verify", headers=auth(alice)), 403, "permission_denied")
+
+
+def test_every_operation_has_an_example(billing: Billing) -> None:
+    """A request body example, or the response it gave in a recorded session."""
+    schema = create_app(billing).openapi()
+    missing = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            body = operation.get("requestBody", {}).get("content", {})
+            if body:
+                continue  # checked by test_every_request_body_has_an_example
+            shown = [
+                media
+                for response in operation.get("responses", {}).values()
+                for media in response.get("content", {}).values()
+                if "example" in media
+            ]
+            if not shown and not (method == "delete" and "204" in operation["responses"]):
+                missing.append(f"{method.upper()} {path}")
+    assert missing == []

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.routing import APIRoute
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from aibill import __version__
@@ -20,6 +23,29 @@ from aibill.store.migrate import current_revision, head_revision
 
 MAX_BODY_BYTES = 64 * 1024
 log = logging.getLogger("aibill.api")
+
+
+def _attach_examples(app: FastAPI) -> None:
+    """Give every operation without a request body the response it gave in a
+    recorded session (``scripts/api_examples.py`` writes ``examples.json``)."""
+    recorded = json.loads(resources.files("aibill.api").joinpath("examples.json").read_text())
+    for route in [*app.routes, *ledger.router.routes, *admin.router.routes]:
+        if not isinstance(route, APIRoute):
+            continue
+        for method in route.methods or ():
+            found = recorded.get(f"{method} {route.path}")
+            if not found or not found["content_type"]:
+                continue
+            status = found["status"]
+            response = dict(route.responses.get(status, {}))
+            response.setdefault("description", "Successful Response")
+            media = dict(response.get("content", {}))
+            media[found["content_type"]] = {
+                **media.get(found["content_type"], {}),
+                "example": found["example"],
+            }
+            response["content"] = media
+            route.responses[status] = response
 
 
 async def _sweep_forever(billing: Billing, interval_s: float, expired: Any) -> None:
@@ -105,4 +131,5 @@ def create_app(billing: Billing, *, sweep_interval_s: float = 30.0) -> FastAPI:
         response.status_code = 200 if ready else 503
         return {"status": "ok" if ready else "migrations pending", "revision": current}
 
+    _attach_examples(app)
     return app

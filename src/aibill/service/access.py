@@ -20,7 +20,6 @@ allowed", and the reason is logged on the ``aibill.access`` logger.
 
 from __future__ import annotations
 
-import copy
 import logging
 import secrets
 from collections.abc import Callable, Iterable
@@ -28,11 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from aibill.domain import errors as e
-from aibill.domain.clock import Clock, system_clock
 from aibill.domain.model import check_name
 from aibill.domain.permissions import (
     ADMIN,
@@ -53,8 +51,8 @@ from aibill.domain.permissions import (
     provider_item,
 )
 from aibill.domain.principal import Scope
-from aibill.service.hooks import Auditor, Guard, no_audit, trust
-from aibill.store import fast, tx
+from aibill.service.hooks import SettingsService
+from aibill.store import fast
 from aibill.store.schema import (
     custom_roles,
     mandates,
@@ -160,48 +158,12 @@ _ENABLED_PROVIDERS = fast.Statement(
 )
 
 
-class Access:
+class Access(SettingsService):
     """The provider registry, system admins, roles and rules, and the decisions.
 
     Create it on the ledger's engine: ``Access(billing.engine)``. It is safe
     to share between threads.
     """
-
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        clock: Clock = system_clock,
-        guard: Guard | None = None,
-        auditor: Auditor | None = None,
-    ) -> None:
-        self._engine = engine
-        self._clock = clock
-        # Set by the billing service: the registry and system admins are
-        # managed by system admins, a mandate's roles and rules by its admins,
-        # and every change is audited in its own transaction.
-        self._authorize: Guard = guard or trust
-        self._auditor: Auditor = auditor or no_audit
-
-    def bound(self, guard: Guard, auditor: Auditor) -> Access:
-        """This access service acting under another principal's guard and audit."""
-        view = copy.copy(self)
-        view._authorize, view._auditor = guard, auditor
-        return view
-
-    # ------------------------------------------------------------------ helpers
-
-    def _now(self) -> datetime:
-        now = self._clock()
-        if now.tzinfo is None:
-            raise e.InvalidRequest("the clock must return timezone-aware datetimes")
-        return now
-
-    def _write(self, work: Callable[[Connection], T]) -> T:
-        return tx.run(self._engine, work)
-
-    def _read(self, work: Callable[[Connection], T]) -> T:
-        return tx.run(self._engine, work, read_only=True)
 
     # --------------------------------------------------------- provider registry
 

@@ -29,26 +29,23 @@ logged at info level (never the secret).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import hmac
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, and_, or_, select, update
+from sqlalchemy import Connection, Table, and_, or_, select, update
 
 from aibill.domain import errors as e
-from aibill.domain.clock import Clock, system_clock
 from aibill.domain.errors import InvalidApiKey, UnknownApiKey
 from aibill.domain.model import check_name
 from aibill.domain.principal import Principal, PrincipalKind, Scope
-from aibill.service.hooks import Auditor, Guard, no_audit, trust
-from aibill.store import tx
+from aibill.service.hooks import SettingsService
 from aibill.store.schema import api_keys, mandates, memberships, platform_admins, users
 from aibill.store.schema import platform_api_keys as platform_keys
 
@@ -198,48 +195,13 @@ def _key_columns(table: Table) -> list[Any]:
     return [c for c in table.c if c.name != "secret_hash"]
 
 
-class Keys:
+class Keys(SettingsService):
     """Create, authenticate, list and revoke API keys.
 
     Safe to share between threads. Who may manage which keys (the admin role in
     the mandate, or sysadmin) is decided by the caller; this class checks that
     the key's own user is a member of the mandate (or a system admin).
     """
-
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        clock: Clock = system_clock,
-        guard: Guard | None = None,
-        auditor: Auditor | None = None,
-    ) -> None:
-        self._engine = engine
-        self._clock = clock
-        # Set by the billing service: keys are managed by a mandate's admins
-        # (a system admin for platform keys), and every change is audited.
-        self._guard: Guard = guard or trust
-        self._auditor: Auditor = auditor or no_audit
-
-    def bound(self, guard: Guard, auditor: Auditor) -> Keys:
-        """These keys, managed under another principal's guard and audit."""
-        view = copy.copy(self)
-        view._guard, view._auditor = guard, auditor
-        return view
-
-    # ------------------------------------------------------------------ helpers
-
-    def _now(self) -> datetime:
-        now = self._clock()
-        if now.tzinfo is None:
-            raise e.InvalidRequest("the clock must return timezone-aware datetimes")
-        return now
-
-    def _write(self, work: Callable[[Connection], T]) -> T:
-        return tx.run(self._engine, work)
-
-    def _read(self, work: Callable[[Connection], T]) -> T:
-        return tx.run(self._engine, work, read_only=True)
 
     @staticmethod
     def _check_mandate(mandate: str | None) -> None:
@@ -297,7 +259,7 @@ class Keys:
             )
 
         def work(conn: Connection) -> CreatedKey:
-            self._guard(conn, mandate, Scope.ADMIN)
+            self._authorize(conn, mandate, Scope.ADMIN)
             now = self._now()
             if expires_at is not None and expires_at <= now:
                 raise e.InvalidRequest(
@@ -377,7 +339,7 @@ class Keys:
         self._check_key_id(key_id)
 
         def work(conn: Connection) -> ApiKey:
-            self._guard(conn, mandate, Scope.ADMIN)
+            self._authorize(conn, mandate, Scope.ADMIN)
             key = self._get(conn, key_id, mandate)
             if key.revoked_at is not None:
                 return key
@@ -399,7 +361,7 @@ class Keys:
         self._check_key_id(key_id)
 
         def work(conn: Connection) -> ApiKey:
-            self._guard(conn, mandate, Scope.ADMIN)
+            self._authorize(conn, mandate, Scope.ADMIN)
             return self._get(conn, key_id, mandate)
 
         return self._read(work)
@@ -410,7 +372,7 @@ class Keys:
         self._check_mandate(mandate)
 
         def work(conn: Connection) -> list[ApiKey]:
-            self._guard(conn, mandate, Scope.ADMIN)
+            self._authorize(conn, mandate, Scope.ADMIN)
             if mandate is None:
                 table: Table = platform_keys
                 stmt = select(*_key_columns(table))

@@ -89,6 +89,10 @@ OPERATIONS: dict[str, Callable[[Billing, str], Any]] = {
     "list_keys": lambda b, m: b.keys.list_keys(m),
     "get_key": lambda b, m: b.keys.get_key("0123456789ab", mandate=m),
     "revoke_key": lambda b, m: b.keys.revoke_key("0123456789ab", mandate=m),
+    "set_billing_model": lambda b, m: b.set_billing_model(m, "unlimited"),
+    "members": lambda b, m: b.members(m),
+    "accounts": lambda b, m: b.accounts(m),
+    "open_holds": lambda b, m: b.open_holds(m),
 }
 
 

@@ -180,6 +180,12 @@ class HoldAlreadyReleased(Conflict):
     code = "hold_already_released"
 
 
+class HoldsInFlight(Conflict):
+    """A change that would move where money is reserved, refused while holds are open."""
+
+    code = "holds_in_flight"
+
+
 class PermissionDenied(AibillError):
     code = "permission_denied"
 

@@ -136,6 +136,15 @@ class Mandate:
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    """A user's membership of a mandate and their roles in it."""
+
+    user: str
+    roles: tuple[str, ...]
+    joined_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Balance:
     """The state of one account. ``available = balance - pending + overdraft_limit``."""
 

@@ -37,6 +37,7 @@ from aibill.domain.model import (
     Hold,
     HoldStatus,
     Mandate,
+    Member,
     Page,
     SpendingLimit,
     Tags,
@@ -355,14 +356,7 @@ class Billing:
     ) -> Mandate:
         """Create a mandate (idempotent: the same call again returns it)."""
         check_name(mandate, "mandate")
-        try:
-            model = BillingModel(billing_model)
-        except ValueError:
-            raise e.InvalidRequest(
-                f"billing_model must be one of {', '.join(m.value for m in BillingModel)}, "
-                f"not {billing_model!r}.",
-                field="billing_model",
-            ) from None
+        model = _billing_model(billing_model)
         check_currency(currency)
 
         def work(conn: Connection) -> Mandate:
@@ -411,6 +405,216 @@ class Billing:
             if row is None:
                 raise e.UnknownMandate(mandate)
             return Mandate(mandate, BillingModel(row.billing_model), row.currency, row.created_at)
+
+        return self._read(work)
+
+    def mandates(self) -> list[Mandate]:
+        """The mandates this principal may see, by name: every mandate for the
+        system and a system admin, its own for a mandate's key."""
+
+        def work(conn: Connection) -> list[Mandate]:
+            p = self._principal
+            query = select(mandates).order_by(mandates.c.mandate_id)
+            if p.kind not in (PrincipalKind.SYSTEM, PrincipalKind.SYSADMIN):
+                if p.mandate is None:
+                    return []
+                self._authorize(conn, p.mandate, Scope.READ)
+                query = query.where(mandates.c.mandate_id == p.mandate)
+            else:
+                self._authorize(conn, None, Scope.READ)
+            return [
+                Mandate(r.mandate_id, BillingModel(r.billing_model), r.currency, r.created_at)
+                for r in conn.execute(query)
+            ]
+
+        return self._read(work)
+
+    def set_billing_model(self, mandate: str, billing_model: str | BillingModel) -> Mandate:
+        """Change how ``mandate`` is billed (idempotent: the same model again changes
+        nothing). Refused with ``holds_in_flight`` while any hold is pending,
+        because a pending hold reserves money on an account the new model would
+        no longer name. Money stays where it is: the pool keeps its balance when
+        wallets take over, and the wallets keep theirs when the pool does; an
+        admin moves it with credits and adjustments. Audited."""
+        check_name(mandate, "mandate")
+        model = _billing_model(billing_model)
+
+        def work(conn: Connection) -> Mandate:
+            self._authorize(conn, mandate, Scope.ADMIN)
+            row = conn.execute(select(mandates).where(mandates.c.mandate_id == mandate)).first()
+            if row is None:
+                raise e.UnknownMandate(mandate)
+            before = Mandate(mandate, BillingModel(row.billing_model), row.currency, row.created_at)
+            if before.billing_model is model:
+                return before
+            now = self._now()
+            self._sweep_mandate(conn, mandate, now)
+            pending = conn.execute(
+                select(func.count())
+                .select_from(holds)
+                .where(_H.mandate_id == mandate, _H.status == HoldStatus.PENDING.value)
+            ).scalar_one()
+            if pending:
+                raise e.HoldsInFlight(
+                    f"Mandate {mandate!r} has {pending} hold(s) in flight; capture or release "
+                    "them (or let them expire) before changing its billing model.",
+                    mandate=mandate,
+                    holds=pending,
+                )
+            conn.execute(
+                update(mandates)
+                .where(mandates.c.mandate_id == mandate)
+                .values(billing_model=model.value)
+            )
+            have = {
+                r.account_id
+                for r in conn.execute(select(_A.account_id).where(_A.mandate_id == mandate))
+            }
+            if model is BillingModel.PREPAY_USER:
+                members = conn.execute(
+                    select(memberships.c.user_id)
+                    .where(memberships.c.mandate_id == mandate)
+                    .order_by(memberships.c.user_id)
+                ).scalars()
+                for member in members:
+                    if wallet_account(member) not in have:
+                        self._insert(
+                            conn,
+                            accounts,
+                            mandate_id=mandate,
+                            account_id=wallet_account(member),
+                            user_id=member,
+                            currency=row.currency,
+                            created_at=now,
+                        )
+            elif POOL_ACCOUNT not in have:
+                self._insert(
+                    conn,
+                    accounts,
+                    mandate_id=mandate,
+                    account_id=POOL_ACCOUNT,
+                    currency=row.currency,
+                    created_at=now,
+                )
+            after = replace(before, billing_model=model)
+            self._audit(
+                conn, mandate, "mandate.billing_model", target=mandate, before=before, after=after
+            )
+            return after
+
+        return self._write(work)
+
+    def _sweep_mandate(self, conn: Connection, mandate: str, now: datetime) -> None:
+        overdue = (
+            conn.execute(
+                select(_H.account_id)
+                .where(
+                    _H.mandate_id == mandate,
+                    _H.status == HoldStatus.PENDING.value,
+                    _H.expires_at <= now,
+                )
+                .distinct()
+            )
+            .scalars()
+            .all()
+        )
+        for account in sorted(overdue):
+            self._sweep(conn, mandate, account, now)
+
+    def members(self, mandate: str) -> list[Member]:
+        """The members of ``mandate`` with their roles, by user name."""
+
+        def work(conn: Connection) -> list[Member]:
+            self._authorize(conn, mandate, Scope.READ)
+            self._ctx(conn, mandate)
+            roles: dict[str, list[str]] = {}
+            for r in conn.execute(
+                select(member_roles.c.user_id, member_roles.c.role)
+                .where(member_roles.c.mandate_id == mandate)
+                .order_by(member_roles.c.role)
+            ):
+                roles.setdefault(r.user_id, []).append(r.role)
+            return [
+                Member(r.user_id, tuple(roles.get(r.user_id, ())), r.created_at)
+                for r in conn.execute(
+                    select(memberships.c.user_id, memberships.c.created_at)
+                    .where(memberships.c.mandate_id == mandate)
+                    .order_by(memberships.c.user_id)
+                )
+            ]
+
+        return self._read(work)
+
+    def users(self) -> list[str]:
+        """Every registered user identity (platform-wide: the system or a system admin)."""
+
+        def work(conn: Connection) -> list[str]:
+            self._authorize(conn, None, Scope.READ)
+            return list(conn.execute(select(users.c.user_id).order_by(users.c.user_id)).scalars())
+
+        return self._read(work)
+
+    def accounts(self, mandate: str) -> list[Balance]:
+        """Every account of ``mandate`` (the pool, and the users' wallets), by
+        account name. Overdue holds are expired first, as :meth:`balance` does."""
+
+        def overdue(conn: Connection) -> bool:
+            self._authorize(conn, mandate, Scope.READ)
+            self._ctx(conn, mandate)
+            return (
+                conn.execute(
+                    select(_H.hold_id)
+                    .where(
+                        _H.mandate_id == mandate,
+                        _H.status == HoldStatus.PENDING.value,
+                        _H.expires_at <= self._now(),
+                    )
+                    .limit(1)
+                ).first()
+                is not None
+            )
+
+        def sweep(conn: Connection) -> None:
+            self._authorize(conn, mandate, Scope.READ)
+            self._sweep_mandate(conn, mandate, self._now())
+
+        def work(conn: Connection) -> list[Balance]:
+            self._authorize(conn, mandate, Scope.READ)
+            ctx = self._ctx(conn, mandate)
+            names = (
+                conn.execute(
+                    select(_A.account_id).where(_A.mandate_id == mandate).order_by(_A.account_id)
+                )
+                .scalars()
+                .all()
+            )
+            return [self._balance(conn, ctx, name) for name in names]
+
+        if self._read(overdue):
+            self._write(sweep)
+        return self._read(work)
+
+    def open_holds(self, mandate: str, *, limit: int = 100) -> list[Hold]:
+        """The holds of ``mandate`` still pending (in flight), newest first; at
+        most ``limit`` (1 to 1,000). A hold past its expiry that no sweep has
+        seen yet is not listed: it no longer reserves anything."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise e.InvalidRequest(f"limit must be from 1 to {MAX_PAGE}.", field="limit")
+
+        def work(conn: Connection) -> list[Hold]:
+            self._authorize(conn, mandate, Scope.READ)
+            ctx = self._ctx(conn, mandate)
+            rows = conn.execute(
+                select(holds)
+                .where(
+                    _H.mandate_id == mandate,
+                    _H.status == HoldStatus.PENDING.value,
+                    _H.expires_at > self._now(),
+                )
+                .order_by(_H.created_at.desc(), _H.hold_id.desc())
+                .limit(limit)
+            ).all()
+            return [hold_from_row(r, ctx.currency) for r in rows]
 
         return self._read(work)
 
@@ -2027,6 +2231,17 @@ def _scope_allows(scopes: frozenset[Scope], need: Scope) -> bool:
     if need is Scope.READ:
         return bool(scopes & {Scope.READ, Scope.USE})
     return need in scopes
+
+
+def _billing_model(value: str | BillingModel) -> BillingModel:
+    try:
+        return BillingModel(value)
+    except ValueError:
+        raise e.InvalidRequest(
+            f"billing_model must be one of {', '.join(m.value for m in BillingModel)}, "
+            f"not {value!r}.",
+            field="billing_model",
+        ) from None
 
 
 def _has_role(conn: Connection, mandate: str, user: str, role: str) -> bool:

@@ -129,6 +129,27 @@ class Billing:
         :meth:`as_principal` said otherwise."""
         return self._principal
 
+    @property
+    def clock(self) -> Clock:
+        """The clock every operation reads the time from."""
+        return self._clock
+
+    def may(self, need: Scope | str, mandate: str | None = None) -> bool:
+        """Whether this principal may do ``need`` operations (``billing:read``,
+        ``billing:admin``, ...) on ``mandate`` (``None``: the platform's settings):
+        the decision each such operation makes, asked without doing anything.
+        For a user interface deciding what to offer; every operation still
+        decides for itself."""
+        try:
+            scope = Scope(need)
+        except ValueError:
+            raise e.InvalidRequest(f"Unknown scope {need!r}.", field="need") from None
+        try:
+            self._read(lambda conn: self._authorize(conn, mandate, scope))
+        except e.PermissionDenied:
+            return False
+        return True
+
     def authenticate(self, key: str) -> Billing:
         """This ledger acting for the holder of API ``key``; ``InvalidApiKey``
         (the same answer for every reason) if the key is refused."""

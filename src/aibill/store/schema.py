@@ -49,6 +49,7 @@ REFERENCE_TABLES = frozenset(
         "platform_admins",
         "platform_api_keys",
         "platform_audit_log",
+        "platform_web_sessions",
         "alembic_version",
     }
 )
@@ -408,3 +409,36 @@ audit_log = Table(
 )
 
 platform_audit_log = Table("platform_audit_log", metadata, *_audit_columns())
+
+
+# -------------------------------------------------------------- web sessions
+# A dashboard sign-in: opened with an API key, which it names (never holds).
+# The session's secret is stored as its SHA-256, like a key's.
+
+
+def _session_columns() -> list[Column[Any]]:
+    return [
+        Column("session_id", String(32), primary_key=True),
+        Column("key_id", String(32), nullable=False),
+        Column("secret_hash", String(64), nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("expires_at", UTCDateTime(), nullable=False),
+        Column("last_seen_at", UTCDateTime(), nullable=False),
+    ]
+
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("mandate_id", String(128), primary_key=True),
+    *_session_columns(),
+    ForeignKeyConstraint(["mandate_id", "key_id"], ["api_keys.mandate_id", "api_keys.key_id"]),
+    Index(None, "mandate_id", "expires_at"),
+)
+
+platform_web_sessions = Table(
+    "platform_web_sessions",
+    metadata,
+    *_session_columns(),
+    ForeignKeyConstraint(["key_id"], ["platform_api_keys.key_id"]),
+)

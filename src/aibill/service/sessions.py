@@ -1,0 +1,351 @@
+"""Web sessions: the dashboard's sign-in, opened with an API key.
+
+A person signs in to the dashboard with an API key; the dashboard then holds a
+*session token* in a cookie instead of the key. The session names the key it
+was opened with (its key id), never the key itself, and every request that
+presents the token re-checks that key: a revoked or expired key, or a holder
+who left the mandate (or is no longer a system admin), ends its sessions at
+once. A session also ends
+
+* when it is closed (signing out deletes its row, so the old cookie is dead),
+* after ``idle`` without a request (30 minutes by default),
+* ``absolute`` after it was opened, however busy (12 hours by default).
+
+The token is shaped like a key and says where its row is, so a lookup never
+crosses mandates (DESIGN rule 9)::
+
+    m.<mandate, base64url>.<session_id>.<secret>     a member's session
+    p.<session_id>.<secret>                          a system admin's session
+
+``secret`` is 256 random bits; only its SHA-256 is stored and it is compared
+in constant time. Every refusal raises the same :class:`InvalidSession`.
+
+The dashboard's CSRF token is derived from the secret
+(:meth:`WebSession.csrf_token`): it is stable for the session, unknown to
+anyone without the cookie, and needs no storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, delete, or_, select, update
+
+from aibill.domain import errors as e
+from aibill.domain.model import check_name
+from aibill.domain.principal import Principal, PrincipalKind, Scope
+from aibill.service.hooks import SettingsService
+from aibill.store.schema import (
+    api_keys,
+    memberships,
+    platform_admins,
+    platform_api_keys,
+    platform_web_sessions,
+    web_sessions,
+)
+
+log = logging.getLogger("aibill.sessions")
+
+DEFAULT_IDLE = timedelta(minutes=30)
+DEFAULT_ABSOLUTE = timedelta(hours=12)
+LAST_SEEN_GRANULARITY = timedelta(minutes=1)
+"""``last_seen_at`` is written at most once per this interval per session."""
+SESSION_ID_HEX = 16
+SECRET_BYTES = 32
+_MAX_TOKEN = 400
+_DUMMY_HASH = hashlib.sha256(b"aibill: no such session").hexdigest()
+
+
+class InvalidSession(e.AibillError):
+    """The session token is not (or no longer) valid: unknown, closed, expired,
+    or its key was revoked. The same answer for every reason."""
+
+    code = "invalid_session"
+
+    def __init__(self) -> None:
+        super().__init__("Your session has ended; sign in again.")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """How long a session lives: ``idle`` without a request, ``absolute`` in all."""
+
+    idle: timedelta = DEFAULT_IDLE
+    absolute: timedelta = DEFAULT_ABSOLUTE
+
+    def __post_init__(self) -> None:
+        if self.idle <= timedelta(0) or self.absolute <= timedelta(0):
+            raise e.InvalidRequest("session lifetimes must be positive.", field="session")
+
+
+@dataclass(frozen=True, slots=True)
+class WebSession:
+    """A live session: who it acts for and until when."""
+
+    session_id: str
+    principal: Principal
+    created_at: datetime
+    expires_at: datetime
+    last_seen_at: datetime
+    idle_expires_at: datetime
+    secret: str = field(repr=False)
+
+    @property
+    def csrf_token(self) -> str:
+        """The synchronizer token every form of this session carries."""
+        return hmac.new(self.secret.encode("ascii"), b"aibill csrf", hashlib.sha256).hexdigest()
+
+    def csrf_ok(self, presented: object) -> bool:
+        return isinstance(presented, str) and hmac.compare_digest(
+            presented.encode("utf-8", "replace"), self.csrf_token.encode("ascii")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedSession:
+    """A new session; ``token`` goes into the cookie and nowhere else."""
+
+    token: str = field(repr=False)
+    session: WebSession
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    mandate: str | None
+    session_id: str
+    secret: str = field(repr=False)
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> str:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8")
+
+
+def _format(mandate: str | None, session_id: str, secret: str) -> str:
+    if mandate is None:
+        return f"p.{session_id}.{secret}"
+    return f"m.{_b64(mandate)}.{session_id}.{secret}"
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
+
+
+def _parse(token: object) -> _Token | None:
+    if not isinstance(token, str) or len(token) > _MAX_TOKEN:
+        return None
+    parts = token.split(".")
+    mandate: str | None = None
+    if len(parts) == 4 and parts[0] == "m":
+        try:
+            mandate = check_name(_unb64(parts[1]), "mandate")
+        except (binascii.Error, UnicodeDecodeError, ValueError, e.InvalidRequest):
+            return None
+    elif not (len(parts) == 3 and parts[0] == "p"):
+        return None
+    session_id, secret = parts[-2], parts[-1]
+    if not (_is_hex(session_id, SESSION_ID_HEX) and _is_hex(secret, SECRET_BYTES * 2)):
+        return None
+    return _Token(mandate, session_id, secret)
+
+
+def _table(mandate: str | None) -> tuple[Table, Any]:
+    """The session table for a mandate (None: the platform's) and the row's condition."""
+    if mandate is None:
+        return platform_web_sessions, None
+    return web_sessions, web_sessions.c.mandate_id == mandate
+
+
+class Sessions(SettingsService):
+    """Open, resume and close the dashboard's sessions.
+
+    Trusted infrastructure, like :meth:`Keys.authenticate`: it acts for whoever
+    presents a valid key or token, so it takes no principal. Safe to share
+    between threads.
+    """
+
+    def __init__(self, *args: Any, policy: SessionPolicy | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.policy = policy or SessionPolicy()
+
+    def open(self, principal: Principal) -> OpenedSession:
+        """A new session for ``principal``, which an API key just authenticated
+        (``Keys.authenticate``). Also deletes this mandate's (or the
+        platform's) sessions that have ended."""
+        if principal.kind is PrincipalKind.SYSTEM or principal.key_id is None:
+            raise e.InvalidRequest("A session is opened with an API key.", field="principal")
+        mandate = principal.mandate if principal.kind is PrincipalKind.USER else None
+        session_id = secrets.token_hex(SESSION_ID_HEX // 2)
+        secret = secrets.token_hex(SECRET_BYTES)
+
+        def work(conn: Connection) -> WebSession:
+            now = self._now()
+            table, where = _table(mandate)
+            ended = or_(table.c.expires_at <= now, table.c.last_seen_at <= now - self.policy.idle)
+            conn.execute(delete(table).where(*(w for w in (where, ended) if w is not None)))
+            values: dict[str, Any] = {
+                "session_id": session_id,
+                "key_id": principal.key_id,
+                "secret_hash": _hash(secret),
+                "created_at": now,
+                "expires_at": now + self.policy.absolute,
+                "last_seen_at": now,
+            }
+            if mandate is not None:
+                values["mandate_id"] = mandate
+            conn.execute(table.insert(), values)
+            return self._session(
+                session_id, principal, now, now + self.policy.absolute, now, secret
+            )
+
+        opened = self._write(work)
+        log.info("web session %s opened for %s", session_id, principal.name)
+        return OpenedSession(_format(mandate, session_id, secret), opened)
+
+    def resume(self, token: str) -> WebSession:
+        """The live session ``token`` names, re-checking the key it was opened
+        with; :class:`InvalidSession` (always the same) otherwise. Records the
+        request time (at most once a minute), which keeps the session from
+        going idle."""
+        parsed = _parse(token)
+        if parsed is None:
+            raise InvalidSession()
+        row = self._read(lambda conn: self._lookup(conn, parsed))
+        stored = _DUMMY_HASH if row is None else row.secret_hash
+        matches = hmac.compare_digest(_hash(parsed.secret).encode(), stored.encode())
+        now = self._now()
+        reason = None
+        if row is None:
+            reason = "unknown session"
+        elif not matches:
+            reason = "wrong secret"
+        elif row.expires_at <= now:
+            reason = "expired"
+        elif row.last_seen_at + self.policy.idle <= now:
+            reason = "idle"
+        elif row.revoked_at is not None:
+            reason = "key revoked"
+        elif row.key_expires_at is not None and row.key_expires_at <= now:
+            reason = "key expired"
+        elif not row.holder:
+            reason = "key holder lost the right to it"
+        if reason is not None:
+            log.info("web session %s refused: %s", parsed.session_id, reason)
+            if row is not None and matches:
+                self._delete(parsed)
+            raise InvalidSession()
+        assert row is not None
+        last_seen = row.last_seen_at
+        if now - last_seen >= LAST_SEEN_GRANULARITY:
+            self._touch(parsed, now)
+            last_seen = now
+        scopes = frozenset(Scope(s) for s in row.scopes)
+        if parsed.mandate is None:
+            principal = Principal(PrincipalKind.SYSADMIN, row.user_id, None, scopes, row.key_id)
+        else:
+            principal = Principal(
+                PrincipalKind.USER, row.user_id, parsed.mandate, scopes, row.key_id
+            )
+        return self._session(
+            parsed.session_id, principal, row.created_at, row.expires_at, last_seen, parsed.secret
+        )
+
+    def close(self, token: str) -> None:
+        """End the session ``token`` names (signing out). Unknown tokens are ignored."""
+        parsed = _parse(token)
+        if parsed is None:
+            return
+        row = self._read(lambda conn: self._lookup(conn, parsed))
+        if row is not None and hmac.compare_digest(
+            _hash(parsed.secret).encode(), row.secret_hash.encode()
+        ):
+            self._delete(parsed)
+            log.info("web session %s closed", parsed.session_id)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _session(
+        self,
+        session_id: str,
+        principal: Principal,
+        created_at: datetime,
+        expires_at: datetime,
+        last_seen_at: datetime,
+        secret: str,
+    ) -> WebSession:
+        idle_end = min(expires_at, last_seen_at + self.policy.idle)
+        return WebSession(
+            session_id, principal, created_at, expires_at, last_seen_at, idle_end, secret
+        )
+
+    @staticmethod
+    def _lookup(conn: Connection, token: _Token) -> Any:
+        """The session's row, its key's state, and whether the key's holder
+        still holds the right to it, in one query."""
+        if token.mandate is None:
+            s, k = platform_web_sessions.c, platform_api_keys.c
+            holder = platform_admins.c.user_id.is_not(None)
+            joined = platform_web_sessions.join(platform_api_keys, k.key_id == s.key_id).outerjoin(
+                platform_admins, platform_admins.c.user_id == k.user_id
+            )
+            where = s.session_id == token.session_id
+        else:
+            s, k, m = web_sessions.c, api_keys.c, memberships.c
+            holder = m.user_id.is_not(None)
+            joined = web_sessions.join(
+                api_keys, and_(k.mandate_id == s.mandate_id, k.key_id == s.key_id)
+            ).outerjoin(memberships, and_(m.mandate_id == k.mandate_id, m.user_id == k.user_id))
+            where = and_(s.mandate_id == token.mandate, s.session_id == token.session_id)
+        stmt = (
+            select(
+                s.key_id,
+                s.secret_hash,
+                s.created_at,
+                s.expires_at,
+                s.last_seen_at,
+                k.user_id,
+                k.scopes,
+                k.expires_at.label("key_expires_at"),
+                k.revoked_at,
+                holder.label("holder"),
+            )
+            .select_from(joined)
+            .where(where)
+        )
+        return conn.execute(stmt).first()
+
+    def _where(self, token: _Token) -> tuple[Table, list[Any]]:
+        table, where = _table(token.mandate)
+        conds = [table.c.session_id == token.session_id]
+        return table, conds if where is None else [where, *conds]
+
+    def _delete(self, token: _Token) -> None:
+        table, conds = self._where(token)
+        self._write(lambda conn: conn.execute(delete(table).where(*conds)))
+
+    def _touch(self, token: _Token, now: datetime) -> None:
+        """Record the request; conditional, so racing requests write once. A
+        failure is logged and does not end the session."""
+        table, conds = self._where(token)
+        due = table.c.last_seen_at <= now - LAST_SEEN_GRANULARITY
+        try:
+            self._write(
+                lambda conn: conn.execute(update(table).where(*conds, due).values(last_seen_at=now))
+            )
+        except e.StoreUnavailable as exc:
+            log.warning("could not record the use of web session %s: %s", token.session_id, exc)

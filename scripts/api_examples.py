@@ -57,7 +57,12 @@ def main() -> None:
     open_hold = billing.hold("acme", amount=Decimal("0.50"), user="alice", idempotency_key="call-2")
     auth = {"Authorization": f"Bearer {root}"}
     calls: list[tuple[str, str, str]] = [
+        ("get", "/v1/mandates", "/v1/mandates"),
         ("get", "/v1/mandates/{mandate}", "/v1/mandates/acme"),
+        ("get", "/v1/users", "/v1/users"),
+        ("get", "/v1/mandates/{mandate}/members", "/v1/mandates/acme/members"),
+        ("get", "/v1/mandates/{mandate}/accounts", "/v1/mandates/acme/accounts"),
+        ("get", "/v1/mandates/{mandate}/holds", "/v1/mandates/acme/holds?limit=10"),
         ("get", "/v1/holds/{hold_id}", f"/v1/holds/{open_hold.id}"),
         ("get", "/v1/mandates/{mandate}/balance", "/v1/mandates/acme/balance"),
         ("get", "/v1/mandates/{mandate}/entries", "/v1/mandates/acme/entries?limit=1"),
@@ -68,11 +73,17 @@ def main() -> None:
         ("get", "/v1/markups/effective", "/v1/markups/effective?mandate=acme&provider=openai"),
         ("get", "/v1/markups", "/v1/markups?mandate=acme"),
         ("get", "/v1/prices", "/v1/prices?mandate=acme"),
+        ("get", "/v1/prices/{provider}/{model:path}", "/v1/prices/openai/gpt-4o?mandate=acme"),
         ("get", "/v1/providers", "/v1/providers"),
         (
             "get",
             "/v1/mandates/{mandate}/users/{user}/providers",
             "/v1/mandates/acme/users/alice/providers",
+        ),
+        (
+            "get",
+            "/v1/mandates/{mandate}/users/{user}/providers/{provider}",
+            "/v1/mandates/acme/users/alice/providers/openai",
         ),
         ("get", "/v1/mandates/{mandate}/users/{user}/roles", "/v1/mandates/acme/users/alice/roles"),
         ("get", "/v1/mandates/{mandate}/rules", "/v1/mandates/acme/rules"),
@@ -85,6 +96,7 @@ def main() -> None:
             f"/v1/mandates/acme/keys/{key.info.key_id}",
         ),
         ("get", "/v1/keys", "/v1/keys"),
+        ("get", "/v1/keys/{key_id}", f"/v1/keys/{spare.info.key_id}"),
         ("get", "/v1/mandates/{mandate}/limits", "/v1/mandates/acme/limits"),
         ("get", "/v1/mandates/{mandate}/audit", "/v1/mandates/acme/audit?limit=2"),
         ("get", "/v1/audit", "/v1/audit?limit=2"),

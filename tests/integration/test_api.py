@@ -351,6 +351,7 @@ def test_every_mandate_endpoint_refuses_another_mandates_key(
         "role": "viewer",
         "rule_id": "rule_0000000000000000",
         "key_id": "0123456789ab",
+        "provider": "openai",
     }
     bodies = {
         "/v1/mandates/{mandate}/members": {"user": "alice"},
@@ -374,6 +375,7 @@ def test_every_mandate_endpoint_refuses_another_mandates_key(
         "/v1/mandates/{mandate}/limits": {"amount": "1", "user": "alice"},
         "/v1/mandates/{mandate}/overdraft-limit": {"amount": "1"},
         "/v1/mandates/{mandate}/roles": {"role": "auditor"},
+        "/v1/mandates/{mandate}/billing-model": {"billing_model": "prepay_user"},
     }
     checked = 0
     for path, operations in schema["paths"].items():
@@ -392,8 +394,11 @@ def test_every_mandate_endpoint_refuses_another_mandates_key(
                 answers.append(is_problem(r, 403, "permission_denied"))
             assert answers[0] == answers[1], (method, path)
             checked += 1
-    assert checked >= 20
+    assert checked >= 30
     assert client.get("/v1/mandates/acme/entries", headers=auth(alice)).json() == before
+    assert client.get("/v1/mandates/acme", headers=auth(alice)).json()["billing_model"] == (
+        "prepay_mandate"
+    )
 
 
 def test_every_request_body_has_an_example(billing: Billing) -> None:
@@ -512,3 +517,175 @@ def test_every_operation_has_an_example(billing: Billing) -> None:
             if not shown and not (method == "delete" and "204" in operation["responses"]):
                 missing.append(f"{method.upper()} {path}")
     assert missing == []
+
+
+def test_mandates_members_users_accounts_and_holds_over_http(
+    api: tuple[TestClient, dict[str, str]], billing: Billing, clock: ManualClock
+) -> None:
+    client, keys = api
+    root, alice = keys["root"], keys["alice"]
+    billing.add_user("carol")
+    billing.add_member("acme", "carol")
+    assert [m["id"] for m in client.get("/v1/mandates", headers=auth(root)).json()] == [
+        "acme",
+        "beta",
+    ]
+    assert [m["id"] for m in client.get("/v1/mandates", headers=auth(alice)).json()] == ["acme"]
+    assert client.get("/v1/users", headers=auth(root)).json() == ["alice", "bob", "carol", "root"]
+    is_problem(client.get("/v1/users", headers=auth(alice)), 403, "permission_denied")
+    members = client.get("/v1/mandates/acme/members", headers=auth(alice)).json()
+    assert [(m["user"], m["roles"]) for m in members] == [
+        ("alice", ["admin"]),
+        ("carol", ["member"]),
+    ]
+    assert members[0]["joined_at"].startswith("2026-03-01T12:00:00")
+
+    client.post("/v1/mandates/acme/credits", json={"amount": "10"}, headers=auth(alice, "c"))
+    held = []
+    for amount in ("1", "2", "3"):
+        clock.advance(1)
+        held.append(
+            client.post(
+                "/v1/mandates/acme/holds", json={"amount": amount}, headers=auth(alice, amount)
+            ).json()
+        )
+    listed = client.get("/v1/mandates/acme/holds?limit=2", headers=auth(alice)).json()
+    assert [h["id"] for h in listed] == [held[2]["id"], held[1]["id"]]
+    assert [h["amount"] for h in listed] == ["3.000000", "2.000000"]
+    is_problem(
+        client.get("/v1/mandates/acme/holds?limit=0", headers=auth(alice)), 422, "invalid_request"
+    )
+    pool = client.get("/v1/mandates/acme/accounts", headers=auth(alice)).json()
+    assert [(a["account"], a["balance"], a["pending"], a["available"]) for a in pool] == [
+        ("pool", "10.000000", "6.000000", "4.000000")
+    ]
+
+    wallets = {"billing_model": "prepay_user"}
+    busy = client.put("/v1/mandates/acme/billing-model", json=wallets, headers=auth(alice))
+    assert is_problem(busy, 409, "holds_in_flight")["details"]["holds"] == 3
+    for h in held:
+        client.post(f"/v1/holds/{h['id']}/release", headers=auth(alice))
+    changed = client.put("/v1/mandates/acme/billing-model", json=wallets, headers=auth(alice))
+    assert changed.status_code == 200 and changed.json()["billing_model"] == "prepay_user"
+    accounts = client.get("/v1/mandates/acme/accounts", headers=auth(alice)).json()
+    assert [(a["account"], a["user"], a["balance"]) for a in accounts] == [
+        ("pool", None, "10.000000"),
+        ("user:alice", "alice", "0.000000"),
+        ("user:carol", "carol", "0.000000"),
+    ]
+    is_problem(
+        client.put(
+            "/v1/mandates/acme/billing-model", json={"billing_model": "x"}, headers=auth(alice)
+        ),
+        422,
+        "invalid_request",
+    )
+
+
+def test_provider_permission_and_platform_key_reads(
+    api: tuple[TestClient, dict[str, str]], billing: Billing
+) -> None:
+    client, keys = api
+    root, alice = keys["root"], keys["alice"]
+    billing.access.register_provider("openai")
+    billing.access.register_provider("mistral", enabled=False)
+    for provider, allowed in (("openai", True), ("mistral", False), ("nope", False)):
+        r = client.get(f"/v1/mandates/acme/users/alice/providers/{provider}", headers=auth(alice))
+        assert r.json() == {"allowed": allowed}, provider
+    created = billing.keys.create_key(user="root", mandate=None, scopes=["billing:read"])
+    got = client.get(f"/v1/keys/{created.key_id}", headers=auth(root)).json()
+    assert (got["id"], got["scopes"], got["mandate"]) == (created.key_id, ["billing:read"], None)
+    is_problem(client.get("/v1/keys/0123456789ab", headers=auth(root)), 404, "unknown_api_key")
+    is_problem(
+        client.get(f"/v1/keys/{created.key_id}", headers=auth(alice)), 403, "permission_denied"
+    )
+
+
+def test_reports_take_the_librarys_filters(
+    api: tuple[TestClient, dict[str, str]], billing: Billing
+) -> None:
+    client, keys = api
+    alice = keys["alice"]
+    billing.credit("acme", D("10"), idempotency_key="c", description="=SUM(A1)")
+    billing.record_usage(
+        "acme", amount=D("1"), user="alice", feature_code="chat", idempotency_key="u"
+    )
+    debits = client.get("/v1/mandates/acme/entries.csv?kind=debit", headers=auth(alice)).text
+    assert len(debits.splitlines()) == 2 and ",debit," in debits
+    safe = client.get(
+        "/v1/mandates/acme/entries.csv?kind=credit&spreadsheet_safe=true", headers=auth(alice)
+    ).text
+    assert "'=SUM(A1)" in safe
+    assert (
+        len(
+            client.get(
+                "/v1/mandates/acme/entries.csv?page_size=1", headers=auth(alice)
+            ).text.splitlines()
+        )
+        == 3
+    )
+    report = client.get(
+        "/v1/mandates/acme/usage-report?group_by=feature_code&user=alice", headers=auth(alice)
+    ).json()
+    assert [(r["keys"], r["amount"]) for r in report] == [({"feature_code": "chat"}, "1.000000")]
+    nobody = client.get("/v1/mandates/acme/usage-report?user=bob", headers=auth(alice)).json()
+    assert nobody == []
+    csv_report = client.get(
+        "/v1/mandates/acme/usage-report.csv?group_by=feature_code&feature_code=chat",
+        headers=auth(alice),
+    ).text
+    assert csv_report.splitlines()[1].startswith("chat,1,")
+
+
+def test_an_import_without_a_length_is_still_limited(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, keys = api
+
+    def chunks() -> Iterator[bytes]:
+        yield b"base,quote,rate,valid_from\n"
+        for _ in range(3000):
+            yield b"EUR,CHF,0.95,2020-01-01\n"
+
+    r = client.post("/v1/exchange-rates/import", content=chunks(), headers=auth(keys["root"]))
+    is_problem(r, 413, "request_too_large")
+    assert client.get("/v1/exchange-rates", headers=auth(keys["root"])).json() == []
+
+
+def test_the_price_of_one_model_over_http(
+    api: tuple[TestClient, dict[str, str]], billing: Billing
+) -> None:
+    client, keys = api
+    alice, bob = keys["alice"], keys["bob"]
+    catalog = client.get("/v1/prices/openai/gpt-4o-2024-08-06", headers=auth(alice)).json()
+    assert (catalog["scope"], catalog["model_matched"], catalog["source"]) == (
+        "catalog",
+        "gpt-4o",
+        "genai-prices 0.2.3",
+    )
+    assert (catalog["input_mtok"], catalog["output_mtok"], catalog["cache_read_mtok"]) == (
+        "2.5",
+        "10",
+        "1.25",
+    )
+    billing.pricing.set_custom_price(
+        "openrouter",
+        "meta/llama-9",
+        input_mtok=D("0.2"),
+        output_mtok=D("0.6"),
+        mandate="acme",
+    )
+    custom = client.get("/v1/prices/openrouter/meta/llama-9?mandate=acme", headers=auth(alice))
+    assert custom.status_code == 200, custom.text
+    assert (custom.json()["scope"], custom.json()["input_mtok"]) == ("mandate", "0.2")
+    is_problem(
+        client.get("/v1/prices/openrouter/meta/llama-9", headers=auth(alice)), 404, "unknown_model"
+    )
+    is_problem(
+        client.get("/v1/prices/openai/gpt-4o?at=2026-03-01T12:00:00", headers=auth(alice)),
+        422,
+        "invalid_request",
+    )
+    # Another mandate's prices and markups are its own.
+    for url in ("/v1/prices/openai/gpt-4o?mandate=acme", "/v1/markups/effective?mandate=acme"):
+        is_problem(client.get(url, headers=auth(bob)), 403, "permission_denied")

@@ -11,18 +11,23 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
+from aibill.api import errors
 from aibill.api import schemas as s
 from aibill.api.deps import Ledger
 from aibill.domain.model import Balance, SpendingLimit
 from aibill.service.access import ProviderInfo, RoleInfo, RuleInfo
 from aibill.service.audit import AuditPage
 from aibill.service.keys import ApiKey
-from aibill.service.pricing import CustomPrice, ExchangeRate, Markup
+from aibill.service.pricing import CustomPrice, ExchangeRate, Markup, ModelPrice
 from aibill.service.reports import UsageRow, UserBalance
 
 router = APIRouter(prefix="/v1")
-MAX_CSV_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 64 * 1024  # as the app's BodyLimit
+
+
+GroupByQuery = Annotated[list[str], Query(max_length=6)]
 
 
 class RateIn(s.Body):
@@ -202,11 +207,20 @@ def set_exchange_rate(body: RateIn, billing: Ledger) -> ExchangeRate:
     )
 
 
-@router.post("/exchange-rates/import", tags=["pricing"])
-async def import_exchange_rates(request: Request, billing: Ledger) -> dict[str, int]:
+@router.post("/exchange-rates/import", tags=["pricing"], response_model=dict[str, int])
+async def import_exchange_rates(request: Request, billing: Ledger) -> Any:
     """Import rates from a CSV body (``base,quote,rate,valid_from``), all or nothing."""
-    text = (await request.body())[:MAX_CSV_BYTES].decode("utf-8", errors="replace")
-    return {"imported": billing.pricing.import_exchange_rates(text.splitlines())}
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:  # sent without a length, so the middleware let it in
+        return errors.problem(
+            413,
+            "request_too_large",
+            "Request too large",
+            f"A request body may have at most {MAX_BODY_BYTES} bytes; import the rates in parts.",
+        )
+    lines = body.decode("utf-8", errors="replace").splitlines()
+    # The import writes to the database: off the event loop, as the other routes run.
+    return {"imported": await run_in_threadpool(billing.pricing.import_exchange_rates, lines)}
 
 
 @router.get("/exchange-rates", tags=["pricing"])
@@ -273,6 +287,20 @@ def custom_prices(billing: Ledger, mandate: str | None = None) -> list[CustomPri
     return billing.pricing.custom_prices(mandate)
 
 
+@router.get("/prices/{provider}/{model:path}", tags=["pricing"])
+def model_price(
+    provider: str,
+    model: str,
+    billing: Ledger,
+    mandate: str | None = None,
+    at: datetime | None = None,
+) -> ModelPrice:
+    """The prices in force for one model at ``at`` (default: now): the mandate's
+    custom price, else the platform's, else the catalog's; 404 ``unknown_model``
+    when none knows it. The model may contain ``/``."""
+    return billing.pricing.model_price(provider, model, mandate=mandate, at=at)
+
+
 # -------------------------------------------------------------------- access
 
 
@@ -297,6 +325,14 @@ def providers(billing: Ledger) -> list[ProviderInfo]:
 @router.get("/mandates/{mandate}/users/{user}/providers", tags=["access"])
 def allowed_providers(mandate: str, user: str, billing: Ledger) -> list[str]:
     return billing.allowed_providers(mandate, user)
+
+
+@router.get("/mandates/{mandate}/users/{user}/providers/{provider}", tags=["access"])
+def is_provider_allowed(mandate: str, user: str, provider: str, billing: Ledger) -> dict[str, bool]:
+    """May the user use the provider in the mandate now? ``false`` on any doubt."""
+    # The listing authorizes (403 for another mandate's key) and fails closed;
+    # the provider is allowed exactly when it is listed.
+    return {"allowed": provider in billing.allowed_providers(mandate, user)}
 
 
 @router.put("/mandates/{mandate}/users/{user}/roles/{role}", tags=["access"])
@@ -426,6 +462,11 @@ def list_platform_keys(billing: Ledger) -> list[dict[str, Any]]:
     return [_key_json(k) for k in billing.keys.list_keys(None)]
 
 
+@router.get("/keys/{key_id}", tags=["keys"])
+def get_platform_key(key_id: str, billing: Ledger) -> dict[str, Any]:
+    return _key_json(billing.keys.get_key(key_id, mandate=None))
+
+
 @router.post("/keys/{key_id}/revoke", tags=["keys"])
 def revoke_platform_key(key_id: str, billing: Ledger) -> dict[str, Any]:
     return _key_json(billing.keys.revoke_key(key_id, mandate=None))
@@ -496,11 +537,10 @@ def balances_for_user(user: str, billing: Ledger) -> list[UserBalance]:
 def usage_report(
     mandate: str,
     billing: Ledger,
-    group_by: Annotated[list[str], Query(max_length=6)] = ["day"],  # noqa: B006
-    since: datetime | None = None,
-    until: datetime | None = None,
+    filters: Annotated[s.UsageQuery, Query()],
+    group_by: GroupByQuery = ["day"],  # noqa: B006
 ) -> list[UsageRow]:
-    return billing.usage_report(mandate, group_by=group_by, since=since, until=until)
+    return billing.usage_report(mandate, group_by=group_by, **filters.filters())
 
 
 CSV: dict[int | str, dict[str, Any]] = {
@@ -514,9 +554,18 @@ CSV: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/mandates/{mandate}/entries.csv", tags=["reports"], response_class=Response, responses=CSV
 )
-def export_history(mandate: str, billing: Ledger) -> StreamingResponse:
-    """The mandate's entries as CSV, streamed page by page."""
-    lines: Iterator[str] = billing.iter_history_csv(mandate)
+def export_history(
+    mandate: str,
+    billing: Ledger,
+    filters: Annotated[s.HistoryQuery, Query()],
+    page_size: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    spreadsheet_safe: bool = False,
+) -> StreamingResponse:
+    """The mandate's entries as CSV, streamed page by page, with the history's filters.
+    ``spreadsheet_safe`` quotes cells a spreadsheet would read as a formula."""
+    lines: Iterator[str] = billing.iter_history_csv(
+        mandate, page_size=page_size, spreadsheet_safe=spreadsheet_safe, **filters.filters()
+    )
     return StreamingResponse(
         lines,
         media_type="text/csv",
@@ -533,7 +582,11 @@ def export_history(mandate: str, billing: Ledger) -> StreamingResponse:
 def export_usage_report(
     mandate: str,
     billing: Ledger,
-    group_by: Annotated[list[str], Query(max_length=6)] = ["day"],  # noqa: B006
+    filters: Annotated[s.UsageQuery, Query()],
+    group_by: GroupByQuery = ["day"],  # noqa: B006
+    spreadsheet_safe: bool = False,
 ) -> StreamingResponse:
-    lines: Iterator[str] = billing.iter_usage_report_csv(mandate, group_by=group_by)
+    lines: Iterator[str] = billing.iter_usage_report_csv(
+        mandate, group_by=group_by, spreadsheet_safe=spreadsheet_safe, **filters.filters()
+    )
     return StreamingResponse(lines, media_type="text/csv")

@@ -1,9 +1,8 @@
-"""The ledger over HTTP: mandates, members, credits, checks, estimates, holds,
-captures, releases, usage records, balances, history and verify."""
+"""The ledger over HTTP: mandates, users, members, credits, checks, estimates,
+holds, captures, releases, usage records, accounts, balances, history and verify."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -17,6 +16,7 @@ from aibill.domain.model import (
     Entry,
     Hold,
     Mandate,
+    Member,
     Page,
 )
 from aibill.domain.money import to_micros
@@ -52,15 +52,41 @@ def create_mandate(body: s.MandateIn, billing: Ledger) -> Mandate:
     return billing.create_mandate(body.id, billing_model=body.billing_model, currency=body.currency)
 
 
+@router.get("/mandates", tags=["mandates"])
+def mandates(billing: Ledger) -> list[Mandate]:
+    """The mandates this key may see, by name: every one for a system admin, its
+    own for a mandate's key."""
+    return billing.mandates()
+
+
 @router.get("/mandates/{mandate}", tags=["mandates"])
 def get_mandate(mandate: str, billing: Ledger) -> Mandate:
     return billing.get_mandate(mandate)
+
+
+@router.put("/mandates/{mandate}/billing-model", tags=["mandates"])
+def set_billing_model(mandate: str, body: s.BillingModelIn, billing: Ledger) -> Mandate:
+    """Change how the mandate is billed (admins); the same model again changes
+    nothing. 409 ``holds_in_flight`` while any hold is pending."""
+    return billing.set_billing_model(mandate, body.billing_model)
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, tags=["users"])
 def add_user(body: s.UserIn, billing: Ledger) -> dict[str, str]:
     """Register a user identity (idempotent)."""
     return {"id": billing.add_user(body.id)}
+
+
+@router.get("/users", tags=["users"])
+def users(billing: Ledger) -> list[str]:
+    """Every registered user identity, by name (system admins)."""
+    return billing.users()
+
+
+@router.get("/mandates/{mandate}/members", tags=["users"])
+def members(mandate: str, billing: Ledger) -> list[Member]:
+    """The members of the mandate with their roles, by user name."""
+    return billing.members(mandate)
 
 
 @router.post("/mandates/{mandate}/members", status_code=status.HTTP_201_CREATED, tags=["users"])
@@ -107,6 +133,7 @@ def estimate(mandate: str, body: s.EstimateIn, billing: Ledger) -> Charge:
         model=body.model,
         input_tokens=body.input_tokens,
         max_output_tokens=body.max_output_tokens,
+        at=body.at,
     )
 
 
@@ -138,6 +165,14 @@ def hold(
     _replayed(response, result)
     _count(request, "placed", result)
     return result
+
+
+@router.get("/mandates/{mandate}/holds", tags=["calls"])
+def open_holds(
+    mandate: str, billing: Ledger, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[Hold]:
+    """The holds still in flight (pending), newest first, at most ``limit``."""
+    return billing.open_holds(mandate, limit=limit)
 
 
 @router.get("/holds/{hold_id}", tags=["calls"])
@@ -213,43 +248,22 @@ def balance(mandate: str, billing: Ledger, user: str | None = None) -> Balance:
     return billing.balance(mandate, user=user)
 
 
+@router.get("/mandates/{mandate}/accounts", tags=["money"])
+def accounts(mandate: str, billing: Ledger) -> list[Balance]:
+    """Every account of the mandate (the pool and the users' wallets), by name."""
+    return billing.accounts(mandate)
+
+
 @router.get("/mandates/{mandate}/entries", tags=["money"])
 def history(
     mandate: str,
     billing: Ledger,
+    filters: Annotated[s.HistoryQuery, Query()],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
-    user: str | None = None,
-    account: str | None = None,
-    kind: str | None = None,
-    reason: str | None = None,
-    hold_id: str | None = None,
-    provider: str | None = None,
-    model: str | None = None,
-    feature_code: str | None = None,
-    feature_instance: str | None = None,
-    workflow_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
 ) -> Page:
     """The ledger's entries, newest first; pass ``cursor`` back for the next page."""
-    return billing.history(
-        mandate,
-        limit=limit,
-        cursor=cursor,
-        user=user,
-        account=account,
-        kind=kind,
-        reason=reason,
-        hold_id=hold_id,
-        provider=provider,
-        model=model,
-        feature_code=feature_code,
-        feature_instance=feature_instance,
-        workflow_id=workflow_id,
-        since=since,
-        until=until,
-    )
+    return billing.history(mandate, limit=limit, cursor=cursor, **filters.filters())
 
 
 @router.get("/verify", tags=["money"])

@@ -1,11 +1,15 @@
-"""Request bodies. Money is a decimal *string* in JSON ("0.50"), never a JSON
-number: a number would pass through binary floating point on the way."""
+"""Request bodies and query filters. Money is a decimal *string* in JSON
+("0.50"), never a JSON number: a number would pass through binary floating
+point on the way."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from aibill.domain.model import HistoryFilters, UsageFilters
 
 Money = Annotated[
     str,
@@ -18,6 +22,9 @@ Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"\S")]
 Text = Annotated[str, StringConstraints(max_length=500)]
 Tokens = Annotated[int, Field(ge=0, le=10**12)]
+
+
+BillingModelName = Literal["unlimited", "prepay_mandate", "prepay_user"]
 
 
 class Body(BaseModel):
@@ -33,8 +40,16 @@ class MandateIn(Body):
     )
 
     id: Name
-    billing_model: Literal["unlimited", "prepay_mandate", "prepay_user"] = "prepay_mandate"
+    billing_model: BillingModelName = "prepay_mandate"
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["CHF"])] = "CHF"
+
+
+class BillingModelIn(Body):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"billing_model": "prepay_user"}]}
+    )
+
+    billing_model: BillingModelName
 
 
 class UserIn(Body):
@@ -189,3 +204,38 @@ class EstimateIn(Body):
     model: Tag
     input_tokens: Tokens
     max_output_tokens: Tokens
+    at: datetime | None = Field(
+        default=None, description="Price at this time (default: now), timezone-aware."
+    )
+
+
+# ------------------------------------------------------------- query filters
+
+
+class UsageQuery(BaseModel):
+    """The filters of a usage report, as query parameters."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    user: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    feature_code: str | None = None
+    feature_instance: str | None = None
+    workflow_id: str | None = None
+
+    def filters(self) -> UsageFilters:
+        return cast(UsageFilters, self.model_dump())
+
+
+class HistoryQuery(UsageQuery):
+    """The filters of the history, as query parameters: a usage report's, and
+    the account, kind, reason and hold."""
+
+    account: str | None = None
+    kind: str | None = None
+    reason: str | None = None
+    hold_id: str | None = None
+
+    def filters(self) -> HistoryFilters:
+        return cast(HistoryFilters, self.model_dump())

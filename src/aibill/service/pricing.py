@@ -43,6 +43,7 @@ from decimal import (
 )
 from typing import Any, Final, TextIO, TypeVar
 
+from genai_prices.types import TieredPrices
 from sqlalchemy import (
     Connection,
     Engine,
@@ -70,7 +71,7 @@ from aibill.domain.money import (
     to_decimal,
 )
 from aibill.domain.principal import Scope
-from aibill.pricing.catalog import Catalog, CostComponent, ProviderCost, Usage
+from aibill.pricing.catalog import CATALOG_CURRENCY, Catalog, CostComponent, ProviderCost, Usage
 from aibill.service.hooks import Auditor, Guard, no_audit, trust
 from aibill.store import fast, tx
 from aibill.store.schema import (
@@ -89,6 +90,8 @@ __all__ = [
     "CustomPrice",
     "ExchangeRate",
     "Markup",
+    "ModelPrice",
+    "PriceTier",
     "Pricing",
     "calculate_price_with_markup",
 ]
@@ -242,6 +245,64 @@ class Charge:
     currency: str
     at: datetime
     breakdown: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTier:
+    """A tier of a catalog price: in a call with more than ``above_input_tokens``
+    input tokens, every unit of ``price_key`` costs ``price`` instead of the
+    base price (the catalog's tiers are cliffs, see ``aibill.pricing.catalog``)."""
+
+    price_key: str
+    above_input_tokens: int
+    price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """The prices in force for one model at ``at``: what a call would be priced
+    at before conversion and markup (see :meth:`Pricing.model_price`).
+
+    ``scope`` says which price applies, in the order a charge looks for one:
+    ``mandate`` (the mandate's custom price), ``platform`` (the platform's
+    custom price) or ``catalog``; ``source`` names it as a charge does
+    (``custom:<price_id>``, or ``genai-prices 0.2.3``) and ``catalog_version``
+    is the catalog's version when the catalog's price applies.
+
+    Prices are exact, in ``currency`` (the catalog's are USD): per million
+    tokens (``*_mtok``), and ``per_request`` per request. None: the price has
+    no such part (cached tokens then cost plain input; a catalog model may lack
+    even an input or output price). ``other_prices`` are the catalog's prices
+    of the units aibill does not report, by the catalog's name
+    (``web_searches_kcount``: per thousand searches). ``tiers`` are the prices
+    that replace a base price above an input size, lowest first.
+    ``model_matched`` is the catalog's id for the model (it may match another
+    name, such as a dated snapshot); ``model_name`` its display name.
+    ``context_window`` and ``output_limit`` are in tokens, when known.
+    ``price_id`` and ``valid_from`` are the custom price's.
+    """
+
+    provider: str
+    model: str
+    model_matched: str
+    model_name: str | None
+    scope: str
+    source: str
+    catalog_version: str | None
+    currency: str
+    input_mtok: Decimal | None
+    output_mtok: Decimal | None
+    cache_read_mtok: Decimal | None
+    cache_write_mtok: Decimal | None
+    per_request: Decimal | None
+    other_prices: dict[str, Decimal]
+    tiers: tuple[PriceTier, ...]
+    context_window: int | None
+    output_limit: int | None
+    price_id: str | None
+    valid_from: datetime | None
+    mandate: str | None
+    at: datetime
 
 
 # ------------------------------------------------------- the seed's markup
@@ -550,7 +611,13 @@ class Pricing:
         as given."""
         if mandate is not None:
             check_name(mandate, "mandate")
-        return self._read(lambda conn: self._markup(conn, mandate, provider, model)[0])
+
+        def work(conn: Connection) -> Decimal:
+            if mandate is not None:
+                self._guard(conn, mandate, Scope.READ)
+            return self._markup(conn, mandate, provider, model)[0]
+
+        return self._read(work)
 
     def _markup(
         self, conn: Connection, mandate: str | None, provider: str | None, model: str | None
@@ -716,16 +783,120 @@ class Pricing:
         return self._read(work)
 
     def _custom_price(
-        self, conn: Connection, mandate: str, provider: str, model: str, at: datetime
+        self, conn: Connection, mandate: str | None, provider: str, model: str, at: datetime
     ) -> CustomPrice | None:
+        """The custom price in force at ``at``: the mandate's, else the platform's
+        (``mandate`` None: the platform's only); None when the catalog prices it."""
         rows = _PRICE_AT.run(
-            conn, {"mandate": mandate, "provider": provider, "model": model, "at": at}
+            conn, {"mandate": mandate or "", "provider": provider, "model": model, "at": at}
         )
         for scope in ("mandate", "platform"):
             for row in rows:
                 if row.scope == scope:
                     return _price_from_row(row, mandate if scope == "mandate" else None)
         return None
+
+    def model_price(
+        self,
+        provider: str,
+        model: str,
+        *,
+        mandate: str | None = None,
+        at: datetime | None = None,
+    ) -> ModelPrice:
+        """The prices in force for ``model`` of ``provider`` at ``at`` (default:
+        now), chosen as a call's charge chooses them: ``mandate``'s custom price,
+        else the platform's, else the catalog's. Without ``mandate``, the
+        platform's custom price or the catalog's.
+
+        Raises ``UnknownModel`` when neither a custom price nor the catalog
+        knows the model. Reading a mandate's price needs read access to it.
+        """
+        prov = _check_label(provider, "provider", _PROVIDER_MAX)
+        mod = _check_label(model, "model", _MODEL_MAX)
+        if mandate is not None:
+            check_name(mandate, "mandate")
+        when = self._now() if at is None else _aware(at, "at")
+
+        def work(conn: Connection) -> ModelPrice:
+            if mandate is not None:
+                self._guard(conn, mandate, Scope.READ)
+                _require_mandate(conn, mandate)
+            custom = self._custom_price(conn, mandate, prov, mod, when)
+            if custom is None:
+                return self._catalog_price(prov, mod, mandate, when)
+            try:
+                window = self._catalog.context_window(prov, mod)
+                limit = custom.output_limit or self._catalog.output_limit(prov, mod)
+            except UnknownModel:
+                window, limit = None, custom.output_limit
+            return ModelPrice(
+                provider=prov,
+                model=mod,
+                model_matched=mod,
+                model_name=None,
+                scope="platform" if custom.mandate is None else "mandate",
+                source=custom.source,
+                catalog_version=None,
+                currency=custom.currency,
+                input_mtok=custom.input_mtok,
+                output_mtok=custom.output_mtok,
+                cache_read_mtok=custom.cache_read_mtok,
+                cache_write_mtok=custom.cache_write_mtok,
+                per_request=custom.per_request,
+                other_prices={},
+                tiers=(),
+                context_window=window,
+                output_limit=limit,
+                price_id=custom.price_id,
+                valid_from=custom.valid_from,
+                mandate=mandate,
+                at=when,
+            )
+
+        return self._read(work)
+
+    def _catalog_price(
+        self, provider: str, model: str, mandate: str | None, at: datetime
+    ) -> ModelPrice:
+        """The catalog's prices of a model at ``at``, as :meth:`Catalog.price` applies them."""
+        # The catalog's own lookup, so that the model matches as a call's does.
+        _, info = self._catalog._lookup(provider, model)
+        main: dict[str, Decimal] = {}
+        other: dict[str, Decimal] = {}
+        tiers: list[PriceTier] = []
+        for price_key, value in vars(info.get_prices(at)).items():
+            if price_key.startswith("_") or not isinstance(value, Decimal | TieredPrices):
+                continue
+            # Per-request fees are per thousand requests in the catalog, per request here.
+            name, per = ("per_request", 1000) if price_key == "requests_kcount" else (price_key, 1)
+            base = value.base if isinstance(value, TieredPrices) else value
+            (main if name in _MODEL_PRICE_KEYS else other)[name] = _per_unit(base, per)
+            if isinstance(value, TieredPrices):
+                tiers += [PriceTier(name, t.start, _per_unit(t.price, per)) for t in value.tiers]
+        return ModelPrice(
+            provider=provider,
+            model=model,
+            model_matched=info.id,
+            model_name=info.name,
+            scope="catalog",
+            source=self._catalog.source,
+            catalog_version=self._catalog.version,
+            currency=CATALOG_CURRENCY,
+            input_mtok=main.get("input_mtok"),
+            output_mtok=main.get("output_mtok"),
+            cache_read_mtok=main.get("cache_read_mtok"),
+            cache_write_mtok=main.get("cache_write_mtok"),
+            per_request=main.get("per_request"),
+            other_prices=other,
+            tiers=tuple(sorted(tiers, key=lambda t: (t.above_input_tokens, t.price_key))),
+            context_window=info.context_window,
+            output_limit=self._catalog.output_limit(provider, model),
+            price_id=None,
+            valid_from=None,
+            mandate=mandate,
+            at=at,
+        )
 
     # ---------------------------------------------------------------- quoting
 
@@ -1095,6 +1266,15 @@ def _store_or_none(value: Decimal | None) -> str | None:
 
 def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+_MODEL_PRICE_KEYS: Final = frozenset(
+    {"input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "per_request"}
+)
+
+
+def _per_unit(price: Decimal, per: int) -> Decimal:
+    return price if per == 1 else _EXACT.divide(price, Decimal(per))
 
 
 def _decimal_or_none(value: str | None) -> Decimal | None:

@@ -463,3 +463,28 @@ def test_exports_match_the_ledger(cli: Cli, tmp_path: Path) -> None:
     cli.run("export", "nope", "history", "-o", str(missing), code=EXIT_MISUSE)
     assert not missing.exists()
     assert "[invalid_request]" in cli.run("export", "acme", "ledger", code=EXIT_MISUSE).stderr
+
+
+# ------------------------------------------------------------------ the demo month
+
+
+def test_demo_fills_a_month_once(local: Cli) -> None:
+    made = local.run("demo", "--records", "60")
+    assert "3 mandates created" in made.stdout
+    assert "aibill key create --user platform.ops" in made.stdout
+    summary = local.json("demo", "--records", "60")
+    assert summary["wrote_nothing"] is True
+    assert summary["usage_records"] == {"created": 0, "present": 60}
+    assert {m["billing_model"] for m in local.json("mandate", "list")} == {
+        "unlimited",
+        "prepay_mandate",
+        "prepay_user",
+    }
+    assert local.run("verify").stdout.strip() == "ledger is sound"
+
+
+def test_commands_that_need_a_local_database_say_so(tmp_path: Path) -> None:
+    remote = Cli(["--url", "http://127.0.0.1:9", "--key", "k"])
+    for command in (["demo"], ["db", "upgrade"]):
+        failed = remote.run(*command, code=EXIT_MISUSE)
+        assert "local database only" in failed.stderr

@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
         "create",
         epilog=example(
             "aibill key create --mandate acme --user alice --scope billing:use",
-            "aibill key create --user root --scope admin  # a system admin's key",
+            "aibill key create --user platform.ops --scope billing:admin  # a system admin key",
         ),
     )(key_create)
     key.command("list", epilog=example("aibill key list --mandate acme"))(key_list)
@@ -386,7 +386,9 @@ def rule_add(
     mandate: str,
     role: str,
     context: Annotated[str, typer.Argument(help="resource, data or ui.")],
-    item: Annotated[str, typer.Argument(help="e.g. resource.aicore.openai, or resource.aicore.* (wildcards).")],
+    item: Annotated[
+        str, typer.Argument(help="e.g. resource.aicore.openai, or resource.aicore.* (wildcards).")
+    ],
     permissions: Annotated[list[str], typer.Argument(help="e.g. view (for a provider: may use).")],
     as_json: JsonFlag = False,
 ) -> None:
@@ -494,7 +496,9 @@ def key_create(
     mandate: MandateOpt = None,
     scope: Annotated[
         list[str] | None,
-        typer.Option("--scope", help="billing:use, billing:read or admin (repeat for several)."),
+        typer.Option(
+            "--scope", help="billing:use, billing:read or billing:admin (repeat for several)."
+        ),
     ] = None,
     expires: Annotated[datetime | None, typer.Option(parser=parse_time, metavar="TIME")] = None,
     name: Annotated[str | None, typer.Option(help="A label for lists.")] = None,

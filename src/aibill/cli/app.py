@@ -20,6 +20,7 @@ from aibill.cli.core import (
     say,
     show_table,
     state,
+    to_json,
     use,
 )
 
@@ -166,10 +167,20 @@ def demo(
 
         summary = demo_data.fill(billing, records=records, seed=seed, progress=step)
     if st.json:
-        print_json(st, summary)
+        print_json(
+            st,
+            {**to_json(summary), "wrote_nothing": summary.wrote_nothing, "lines": summary.lines()},
+        )
     else:
         for line in summary.lines():
             say(st, line)
+        say(st, "")
+        say(st, "Next: aibill report acme --by provider   |   aibill balance globex --all")
+        say(
+            st,
+            f"A key for the dashboard or --url: aibill key create --user "
+            f"{demo_data.SYSADMIN_USER} --scope billing:read --scope billing:admin",
+        )
 
 
 @app.command(epilog=example("aibill verify", "aibill verify acme --json"))
@@ -179,7 +190,8 @@ def verify(
 ) -> None:
     """Recompute every account from its entries; exit 1 if any counter drifted."""
     st = use(as_json)
-    drift = st.backend().verify(mandate)
+    with progress(st, "recomputing every account from its entries"):
+        drift = st.backend().verify(mandate)
     show_table(
         st,
         drift,

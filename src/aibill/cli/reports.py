@@ -70,17 +70,18 @@ def report(
     provider cost and what the mandate was billed."""
     st = use(as_json)
     group_by = parse_list(by)
-    rows = st.backend().usage_report(
-        mandate,
-        group_by=group_by,
-        since=since,
-        until=until,
-        user=user,
-        provider=provider,
-        model=model,
-        feature_code=feature_code,
-        feature_instance=feature_instance,
-    )
+    with progress(st, "adding up usage"):
+        rows = st.backend().usage_report(
+            mandate,
+            group_by=group_by,
+            since=since,
+            until=until,
+            user=user,
+            provider=provider,
+            model=model,
+            feature_code=feature_code,
+            feature_instance=feature_instance,
+        )
     columns: list[Any] = [
         (name, name, lambda r, name=name: _key(r.keys.get(name), name)) for name in group_by
     ]

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from aibill import __version__
+from aibill import __version__, web
 from aibill.api import admin, errors, ledger, metrics
 from aibill.api.deps import system_billing
 from aibill.service.billing import Billing
@@ -112,6 +112,8 @@ def create_app(billing: Billing, *, sweep_interval_s: float = 30.0) -> FastAPI:
     errors.install(app)
     app.include_router(ledger.router)
     app.include_router(admin.router)
+    app.include_router(web.router)  # the dashboard, at /; not in the OpenAPI schema
+    app.mount("/static", web.static_files(), name="static")
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -689,3 +689,32 @@ def test_the_price_of_one_model_over_http(
     # Another mandate's prices and markups are its own.
     for url in ("/v1/prices/openai/gpt-4o?mandate=acme", "/v1/markups/effective?mandate=acme"):
         is_problem(client.get(url, headers=auth(bob)), 403, "permission_denied")
+
+
+def test_settings_that_name_a_mandate_outside_the_path_are_isolated_too(
+    api: tuple[TestClient, dict[str, str]], billing: Billing
+) -> None:
+    """The pricing routes take the mandate in the query or the body: beta's key
+    gets the same 403 for acme as for a mandate that does not exist."""
+    client, keys = api
+    billing.pricing.set_markup(D("20"), mandate="acme")
+    price = {"provider": "p", "model": "m", "input_mtok": "1", "output_mtok": "1"}
+    for method, url, body in (
+        ("get", "/v1/markups?mandate={m}", None),
+        ("get", "/v1/markups/effective?mandate={m}", None),
+        ("post", "/v1/markups", {"percent": "0", "mandate": "{m}"}),
+        ("delete", "/v1/markups?mandate={m}", None),
+        ("get", "/v1/prices?mandate={m}", None),
+        ("post", "/v1/prices", {**price, "mandate": "{m}"}),
+        ("get", "/v1/prices/openai/gpt-4o?mandate={m}", None),
+    ):
+        answers = []
+        for mandate in ("acme", "no-such-mandate"):
+            sent = None if body is None else {k: v.format(m=mandate) for k, v in body.items()}
+            r = client.request(
+                method.upper(), url.format(m=mandate), json=sent, headers=auth(keys["bob"])
+            )
+            answers.append(is_problem(r, 403, "permission_denied"))
+        assert answers[0] == answers[1], (method, url)
+    assert billing.pricing.markup_for("acme", None, None) == D("20")
+    assert billing.pricing.custom_prices("acme") == []

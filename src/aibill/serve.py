@@ -175,8 +175,9 @@ def app_factory() -> FastAPI:
     names; what each worker process runs (``uvicorn --factory aibill.serve:app_factory``).
     Applies pending migrations (run ``aibill migrate`` first when starting several
     workers on a new database) and closes its connections on shutdown."""
-    billing = _connect(load_settings())
-    app = create_app(billing)
+    settings = load_settings()
+    billing = _connect(settings)
+    app = create_app(billing, session_policy=settings.session_policy)
     inner = app.router.lifespan_context
 
     @asynccontextmanager
@@ -306,7 +307,8 @@ def serve(
     }
 
     if workers_n == 1:
-        config = uvicorn.Config(create_app(billing), **config_kwargs)
+        app = create_app(billing, session_policy=settings.session_policy)
+        config = uvicorn.Config(app, **config_kwargs)
         server = uvicorn.Server(config)
         try:
             with _exit_quietly_on_signals():

@@ -14,6 +14,7 @@ environment and the file each time it is called.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 from sqlalchemy.engine import make_url
+
+from aibill.service.sessions import SessionPolicy
 
 CONFIG_ENV = "AIBILL_CONFIG"
 MAX_DEFAULT_WORKERS = 4
@@ -57,6 +60,19 @@ class Settings(BaseSettings):
     )
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
         default="FULL", description="SQLite durability: FULL survives power loss."
+    )
+
+    session_idle_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=24 * 60,
+        description="A dashboard session ends after this many minutes without a request.",
+    )
+    session_hours: int = Field(
+        default=12,
+        ge=1,
+        le=24 * 30,
+        description="A dashboard session ends this many hours after sign-in, however busy.",
     )
 
     @field_validator("sqlite_synchronous", mode="before")
@@ -130,7 +146,17 @@ class Settings(BaseSettings):
             "AIBILL_WORKERS": str(self.effective_workers),
             "AIBILL_LOG_FORMAT": self.log_format,
             "AIBILL_SQLITE_SYNCHRONOUS": self.sqlite_synchronous,
+            "AIBILL_SESSION_IDLE_MINUTES": str(self.session_idle_minutes),
+            "AIBILL_SESSION_HOURS": str(self.session_hours),
         }
+
+    @property
+    def session_policy(self) -> SessionPolicy:
+        """How long the dashboard's sessions live."""
+        return SessionPolicy(
+            idle=timedelta(minutes=self.session_idle_minutes),
+            absolute=timedelta(hours=self.session_hours),
+        )
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal as D
+from html import unescape
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -92,8 +93,9 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
             "admin": billing.keys.create_key(
                 user=people["admin"], mandate="acme", scopes=every, name="browser test"
             ).secret,
+            # Every scope: the viewer's role is what refuses changes.
             "viewer": billing.keys.create_key(
-                user=people["viewer"], mandate="acme", scopes=["billing:read"], name="browser test"
+                user=people["viewer"], mandate="acme", scopes=every, name="browser test"
             ).secret,
         }
     finally:
@@ -143,6 +145,7 @@ def context(browser: Any, dashboard: Dashboard) -> Iterator[Any]:
 
 def shot(page: Any, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
@@ -278,6 +281,7 @@ def test_a_viewer_cannot_reach_administration(context: Any, dashboard: Dashboard
         headers={"Origin": dashboard.base_url},
     )
     assert forced.status == 403 and "permission_denied" in forced.text()
+    assert f"{dashboard.people['viewer']!r} is not an admin" in unescape(forced.text())
     assert dashboard.api("admin", "/v1/mandates/acme/balance")["balance"] == before
     page.set_content(forced.text())
     shot(page, "viewer-refused")

@@ -21,6 +21,7 @@ import aibill
 from aibill import Billing, ManualClock
 from aibill.api import create_app
 from aibill.service.sessions import SessionPolicy
+from aibill.settings import SettingsError, load_settings
 from aibill.store.schema import platform_web_sessions, web_sessions
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -249,10 +250,8 @@ def test_sign_out_ends_the_session(site: Site) -> None:
 
 
 def test_an_idle_session_expires_and_a_busy_one_ends_at_its_age(site: Site) -> None:
-    app = create_app(site.billing, sweep_interval_s=0)
-    app.state.session_policy = SessionPolicy(
-        idle=timedelta(minutes=30), absolute=timedelta(hours=2)
-    )
+    policy = SessionPolicy(idle=timedelta(minutes=30), absolute=timedelta(hours=2))
+    app = create_app(site.billing, sweep_interval_s=0, session_policy=policy)
     client = TestClient(app)
     assert sign_in(client, site.keys["alice"]).status_code == 303
     site.clock.advance(minutes=29)
@@ -671,3 +670,17 @@ def test_times_are_utc_for_the_script_to_localise(site: Site) -> None:
     iso = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert f'<time datetime="{iso}" title="{stamp:%Y-%m-%d %H:%M:%S} UTC"' in html
     assert datetime.fromisoformat(iso).tzinfo is not None
+
+
+def test_session_lifetimes_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIBILL_CONFIG", raising=False)
+    monkeypatch.setenv("AIBILL_SESSION_IDLE_MINUTES", "5")
+    settings = load_settings(session_hours=1)
+    assert settings.session_policy == SessionPolicy(
+        idle=timedelta(minutes=5), absolute=timedelta(hours=1)
+    )
+    assert settings.to_env()["AIBILL_SESSION_IDLE_MINUTES"] == "5"
+    monkeypatch.delenv("AIBILL_SESSION_IDLE_MINUTES")
+    assert load_settings().session_policy == SessionPolicy()
+    with pytest.raises(SettingsError):
+        load_settings(session_idle_minutes=0)

@@ -19,6 +19,7 @@ from aibill import __version__, web
 from aibill.api import admin, errors, ledger, metrics
 from aibill.api.deps import system_billing
 from aibill.service.billing import Billing
+from aibill.service.sessions import SessionPolicy
 from aibill.store.migrate import current_revision, head_revision
 
 MAX_BODY_BYTES = 64 * 1024
@@ -76,13 +77,19 @@ class BodyLimit(BaseHTTPMiddleware):
         return await call_next(request)
 
 
-def create_app(billing: Billing, *, sweep_interval_s: float = 30.0) -> FastAPI:
+def create_app(
+    billing: Billing,
+    *,
+    sweep_interval_s: float = 30.0,
+    session_policy: SessionPolicy | None = None,
+) -> FastAPI:
     """The HTTP API over ``billing`` (which acts as the system principal; each
     request acts for the holder of its API key).
 
     Every ``sweep_interval_s`` seconds (0: never) a background task expires
     overdue holds in every mandate, so their money is free even when nobody
     touches the account (they are also expired lazily when it is touched).
+    ``session_policy`` says how long the dashboard's sessions live.
     """
 
     @asynccontextmanager
@@ -107,6 +114,7 @@ def create_app(billing: Billing, *, sweep_interval_s: float = 30.0) -> FastAPI:
         responses=errors.RESPONSES,
     )
     app.state.billing = billing
+    app.state.session_policy = session_policy
     app.add_middleware(BodyLimit)
     metrics.install(app)
     errors.install(app)

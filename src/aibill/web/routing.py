@@ -35,6 +35,17 @@ SECURITY_HEADERS = {
 }
 
 
+TITLES = {
+    401: "Not signed in",
+    402: "Refused",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict",
+    422: "Not valid",
+    503: "Unavailable",
+}
+
+
 class PageNotFound(Exception):
     """Nothing here for this viewer: the same page whether the thing is
     missing or belongs to someone else."""
@@ -112,6 +123,7 @@ class WebRoute(APIRoute):
                 status = status_of(exc)
                 if status >= 500:
                     log.error("dashboard: %s", exc.message)
-                return error_page(request, status, "Not possible", exc.message, exc.code)
+                title = TITLES.get(status, "Something went wrong")
+                return error_page(request, status, title, exc.message, exc.code)
 
         return run

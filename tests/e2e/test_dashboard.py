@@ -179,7 +179,9 @@ def test_sign_in_and_read_the_balances_the_api_gives(context: Any, dashboard: Da
         "globex",
         "initech",
     ]
+    page.set_viewport_size({"width": 1280, "height": 640})
     shot(page, "overview")
+    page.set_viewport_size({"width": 1280, "height": 860})
     for mandate in ("acme", "globex", "initech"):
         accounts = dashboard.api("sysadmin", f"/v1/mandates/{mandate}/accounts")
         card = f"[data-mandate={mandate}]"

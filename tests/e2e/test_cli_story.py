@@ -101,7 +101,7 @@ def test_the_operator_story_against_a_server(
             "--scope", "billing:read", "--scope", "billing:admin", "--json",
         )  # fmt: skip
         key = as_json(created)["secret"]
-        served = launch(["--db", url, "--port", "0"])
+        served = launch(["--db", url, "--port", "0", "--workers", "1"])
         base = served.wait_ready()
         assert served.bootstrap_key() is None
 

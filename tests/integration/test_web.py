@@ -98,6 +98,16 @@ def sign_in(client: TestClient, key: str, next_path: str = "/") -> Any:
     )
 
 
+def sign_in_again(client: TestClient, key: str) -> Any:
+    """Post the sign-in form while a session exists (another key, another tab)."""
+    session = client.cookies.pop("aibill_session")
+    form = client.get("/sign-in")
+    client.cookies.set("aibill_session", session)
+    return client.post(
+        "/sign-in", data={"csrf": csrf_of(form.text), "api_key": key}, follow_redirects=False
+    )
+
+
 def signed_in(site: Site, who: str) -> TestClient:
     client = site.client()
     r = sign_in(client, site.keys[who])
@@ -166,6 +176,12 @@ def test_sign_in_gives_a_safe_session_cookie(site: Site) -> None:
     stored = " ".join(str(v) for v in rows[0])
     assert token.rsplit(".", 1)[1] not in stored and key_secret not in stored
     assert client.get("/m/acme", follow_redirects=False).status_code == 200
+    r = client.get("/sign-in?next=/m/acme", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/m/acme"  # signed in already
+    # Signing in again replaces this browser's session.
+    assert sign_in_again(client, site.keys["alice"]).status_code == 303
+    with site.billing.engine.connect() as conn:
+        assert len(conn.execute(select(web_sessions)).all()) == 1
 
     https = site.client("https://dash.example")
     r = sign_in(https, site.keys["alice"])
@@ -363,7 +379,7 @@ def test_an_admin_sees_another_mandate_as_if_it_did_not_exist(site: Site) -> Non
         assert r.status_code == 404
         answers.append(r.text)
     assert answers[0] == answers[1]
-    for path in ("/m/acme/transactions", "/m/acme/usage", "/m/acme/admin"):
+    for path in ("/m/acme/transactions", "/m/acme/usage", "/m/acme/admin", "/m/globex/nothing"):
         assert carol.get(path).status_code == 404
     assert carol.get("/m/acme/transactions.csv").status_code == 404
     r = carol.post("/m/acme/admin/credit", data={"csrf": csrf_of(answers[0]), "amount": "1"})

@@ -21,6 +21,7 @@ router = APIRouter(include_in_schema=False)
 router.include_router(auth.router)
 router.include_router(pages.router)
 router.include_router(admin.router)
+router.include_router(pages.fallback)
 
 
 def static_files() -> StaticFiles:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from aibill.domain import errors as e
 from aibill.service.billing import Billing
+from aibill.service.sessions import InvalidSession
 from aibill.web.routing import WebRoute, local_path, page, redirect
 from aibill.web.security import (
     SESSION_COOKIE,
@@ -42,6 +43,14 @@ def _form(request: Request, *, status: int = 200, error: str | None = None) -> R
 
 @router.get("/sign-in")
 def sign_in_form(request: Request) -> Response:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        try:
+            sessions(request).resume(token)
+        except InvalidSession:
+            pass
+        else:  # signed in already
+            return redirect(local_path(request.query_params.get("next")))
     return _form(request)
 
 
@@ -58,7 +67,9 @@ def sign_in(request: Request, form: FormDep) -> Response:
         principal = billing.keys.authenticate(form.get("api_key"))
     except e.InvalidApiKey:
         return _form(request, status=401, error=REFUSED)
-    opened = sessions(request).open(principal)
+    store = sessions(request)
+    store.close(request.cookies.get(SESSION_COOKIE, ""))  # a session this browser had before
+    opened = store.open(principal)
     response = redirect(local_path(form.get("next")))
     set_session_cookie(request, response, opened.token)
     return response

@@ -313,3 +313,13 @@ def usage(request: Request, mandate: str, viewer: ViewerDep) -> HTMLResponse:
         if total > 0
         else None,
     )
+
+
+fallback = APIRouter(route_class=WebRoute, include_in_schema=False)
+"""Included last: what no other dashboard route answers."""
+
+
+@fallback.get("/m/{mandate}/{rest:path}")
+def no_such_page(request: Request, mandate: str, rest: str, viewer: ViewerDep) -> HTMLResponse:
+    """Any other path under a mandate: the dashboard's own "not found" page."""
+    raise PageNotFound()

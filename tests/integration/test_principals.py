@@ -70,6 +70,10 @@ OPERATIONS: dict[str, Callable[[Billing, str], Any]] = {
     "audit_log": lambda b, m: b.audit_log(m),
     "sweep_expired": lambda b, m: b.sweep_expired(m),
     "allowed_providers": lambda b, m: b.allowed_providers(m, "alice"),
+    "access.allowed_providers": lambda b, m: b.access.allowed_providers(m, "alice"),
+    "pricing.price": lambda b, m: b.pricing.price(
+        m, "CHF", "openai", "gpt-4o", aibill.Usage(input_tokens=1)
+    ),
     "set_markup": lambda b, m: b.pricing.set_markup(D("1"), mandate=m),
     "clear_markup": lambda b, m: b.pricing.clear_markup(mandate=m),
     "markups": lambda b, m: b.pricing.markups(m),
@@ -111,6 +115,7 @@ def test_a_principal_of_b_cannot_touch_a(two: Billing, operation: str) -> None:
     assert real.value.message == missing.value.message
     assert (two.balance("a"), two.history("a").entries, two.audit_log("a").records) == before
     assert not bob.is_provider_allowed("a", "alice", "openai")
+    assert not bob.access.is_provider_allowed("a", "alice", "openai")
 
 
 def test_platform_settings_need_a_system_admin(two: Billing) -> None:

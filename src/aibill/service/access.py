@@ -624,11 +624,17 @@ class Access(SettingsService):
 
     def is_provider_allowed(self, mandate: str, user: str, provider: str) -> bool:
         """:meth:`provider_decision` in its own transaction, as a yes or no; any
-        failure, the store's included, is "no"."""
+        failure, the store's included, is "no"; so is a principal that may not
+        read ``mandate``."""
+
+        def work(conn: Connection) -> bool:
+            self._authorize(conn, mandate, Scope.READ)
+            return self.provider_decision(conn, mandate, user, provider).allowed
+
         try:
-            return self._read(
-                lambda conn: self.provider_decision(conn, mandate, user, provider)
-            ).allowed
+            return self._read(work)
+        except e.PermissionDenied:
+            return False
         except Exception as exc:
             log.error(
                 "not allowed: %r may not use provider %r in %r: the decision failed: %s",
@@ -642,7 +648,9 @@ class Access(SettingsService):
 
     def allowed_providers(self, mandate: str, user: str) -> list[str]:
         """The enabled, registered providers ``user`` may use in ``mandate``, sorted.
-        Fails closed: any failure gives an empty list, logged."""
+        Fails closed: any failure gives an empty list, logged. A principal that
+        may not read ``mandate`` is refused (``PermissionDenied``)."""
+        self._read(lambda conn: self._authorize(conn, mandate, Scope.READ))
 
         def work(conn: Connection) -> list[str]:
             facts = self._facts(conn, mandate, user, None)

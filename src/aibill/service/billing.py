@@ -1892,16 +1892,13 @@ class Billing:
     # ----- provider permissions (the work is done in aibill.service.access)
 
     def is_provider_allowed(self, mandate: str, user: str, provider: str) -> bool:
-        """May ``user`` use ``provider`` in ``mandate`` now? False on any doubt."""
-        try:
-            self._read(lambda conn: self._authorize(conn, mandate, Scope.READ))
-        except e.PermissionDenied:
-            return False
+        """May ``user`` use ``provider`` in ``mandate`` now? False on any doubt,
+        and for a principal that may not read ``mandate``."""
         return self.access.is_provider_allowed(mandate, user, provider)
 
     def allowed_providers(self, mandate: str, user: str) -> list[str]:
-        """The enabled providers ``user`` may use in ``mandate``, sorted."""
-        self._read(lambda conn: self._authorize(conn, mandate, Scope.READ))
+        """The enabled providers ``user`` may use in ``mandate``, sorted
+        (``PermissionDenied`` for a principal that may not read ``mandate``)."""
         return self.access.allowed_providers(mandate, user)
 
     # ----- reports (the work is done in aibill.service.reports)

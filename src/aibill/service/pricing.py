@@ -1044,10 +1044,13 @@ class Pricing:
         usage: Usage,
         at: datetime | None = None,
     ) -> Charge:
-        """:meth:`quote` in a read transaction of its own; ``at`` defaults to now."""
+        """:meth:`quote` in a read transaction of its own; ``at`` defaults to now.
+        Needs read access to ``mandate`` (its custom prices and markups are its own)."""
         when = self._now() if at is None else at
-        return self._read(
-            lambda conn: self.quote(
+
+        def work(conn: Connection) -> Charge:
+            self._guard(conn, mandate, Scope.READ)
+            return self.quote(
                 conn,
                 mandate=mandate,
                 currency=currency,
@@ -1056,7 +1059,8 @@ class Pricing:
                 usage=usage,
                 at=when,
             )
-        )
+
+        return self._read(work)
 
     def output_limit(
         self,

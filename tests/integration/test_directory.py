@@ -149,3 +149,19 @@ def test_billing_model_change_needs_an_admin_and_a_known_model(world: Billing) -
     assert len(world.audit_log("acme").records) == before  # unchanged: nothing audited
     admin.set_billing_model("acme", "unlimited")
     assert world.audit_log("acme").records[0].actor == "user:alice"
+
+
+def test_a_member_is_added_only_with_a_role_that_exists(world: Billing) -> None:
+    world.add_user("erin")
+    for role, why in (
+        ("no-such-role", "has no role"),
+        ("sysadmin", "platform-wide"),
+        ("Bad Role", "lowercase"),
+    ):
+        with pytest.raises(aibill.InvalidRequest) as err:
+            world.add_member("acme", "erin", role=role)
+        assert why in err.value.message
+    assert "erin" not in [m.user for m in world.members("acme")]
+    world.access.define_role("acme", "auditor")
+    world.add_member("acme", "erin", role="auditor")
+    assert [m.roles for m in world.members("acme") if m.user == "erin"] == [("auditor",)]

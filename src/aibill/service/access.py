@@ -305,7 +305,7 @@ class Access(SettingsService):
         def work(conn: Connection) -> list[str]:
             self._authorize(conn, mandate, Scope.ADMIN)
             _require_member(conn, mandate, user)
-            _require_role(conn, mandate, role)
+            require_role(conn, mandate, role)
             held = _roles(conn, mandate, user)
             if role not in held:
                 conn.execute(
@@ -453,7 +453,7 @@ class Access(SettingsService):
                 },
             )
             _require_mandate(conn, mandate)
-            _require_role(conn, mandate, rule.role)
+            require_role(conn, mandate, rule.role)
             c = permission_rules.c
             same = conn.execute(
                 select(permission_rules).where(
@@ -884,7 +884,7 @@ def _require_member(conn: Connection, mandate: str, user: str) -> None:
         raise e.NotAMember(mandate, user)
 
 
-def _require_role(conn: Connection, mandate: str, role: str) -> None:
+def require_role(conn: Connection, mandate: str, role: str) -> None:
     """The role is a built-in role of a mandate, or a custom role of this one."""
     if role in MANDATE_ROLES:
         return

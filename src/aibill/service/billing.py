@@ -47,10 +47,11 @@ from aibill.domain.model import (
     wallet_account,
 )
 from aibill.domain.money import check_currency, from_micros, to_micros
+from aibill.domain.permissions import check_role
 from aibill.domain.principal import SYSTEM, Principal, PrincipalKind, Scope
 from aibill.pricing.catalog import Catalog, Usage
 from aibill.service import audit, reports
-from aibill.service.access import Access
+from aibill.service.access import Access, require_role
 from aibill.service.codec import entry_from_row, from_snapshot, hold_from_row, snapshot
 from aibill.service.keys import Keys
 from aibill.service.pricing import Charge, Pricing
@@ -658,12 +659,16 @@ class Billing:
         said otherwise; ``None``: no role yet); a per-user mandate opens their wallet."""
         check_name(mandate, "mandate")
         check_name(user, "user")
+        if role is not None:
+            check_role(role)
 
         def work(conn: Connection) -> None:
             self._authorize(conn, mandate, Scope.ADMIN)
             ctx = self._ctx(conn, mandate)
             if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first() is None:
                 raise e.UnknownUser(user)
+            if role is not None:
+                require_role(conn, mandate, role)
             exists = conn.execute(
                 select(memberships.c.user_id).where(
                     memberships.c.mandate_id == mandate, memberships.c.user_id == user

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -75,7 +75,7 @@ def _daily(rows: Iterable[UsageRow], days: list[Any]) -> list[Decimal]:
 def overview(request: Request, viewer: ViewerDep) -> HTMLResponse:
     ledger = viewer.ledger
     now = ledger.clock()
-    tomorrow = midnight(now.date()) + timedelta(days=1)
+    tomorrow = midnight(now.astimezone(UTC).date()) + timedelta(days=1)
     trend_days = [tomorrow - timedelta(days=TREND_DAYS - i) for i in range(TREND_DAYS)]
     cards = []
     for mandate in ledger.mandates():

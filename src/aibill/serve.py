@@ -99,6 +99,7 @@ def bootstrap_banner(boot: Bootstrap, url: str) -> str:
             "Try it (creates the mandate acme):",
             f'    curl -s -X POST {url}/v1/mandates -H "Authorization: Bearer $AIBILL_KEY"'
             ' -H \'Content-Type: application/json\' -d \'{"id": "acme", "currency": "CHF"}\'',
+            f"Or open the dashboard at {url}/ and sign in with the key.",
             rule,
         ]
     )

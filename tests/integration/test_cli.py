@@ -37,7 +37,9 @@ class Cli:
         self.base = base
 
     def run(self, *args: str, code: int = EXIT_OK, base: list[str] | None = None) -> Result:
-        result = runner.invoke(app, [*(self.base if base is None else base), *args])
+        result = runner.invoke(
+            app, [*(self.base if base is None else base), *args], env={"COLUMNS": "200"}
+        )
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception
         assert result.exit_code == code, (
@@ -488,3 +490,34 @@ def test_commands_that_need_a_local_database_say_so(tmp_path: Path) -> None:
     for command in (["demo"], ["db", "upgrade"]):
         failed = remote.run(*command, code=EXIT_MISUSE)
         assert "local database only" in failed.stderr
+
+
+def test_db_upgrade_reports_the_current_revision(local: Cli) -> None:
+    from aibill.store.migrate import head_revision
+
+    upgraded = local.json("db", "upgrade")
+    assert upgraded == {"revision": head_revision(), "current": True}
+    assert f"schema is current (revision {head_revision()})" in local.run("migrate").stdout
+
+
+def test_the_platform_audit_log_names_who_changed_what(cli: Cli) -> None:
+    cli.run("provider", "add", "openai")
+    cli.run("fx", "set", "USD", "CHF", "0.80")
+    records = cli.json("audit")["records"]
+    actions = [r["action"] for r in records]
+    assert actions.index("exchange_rate.set") < actions.index("provider.register")
+    table = cli.run("audit").stdout
+    assert "audit log of the platform" in table and "provider.register" in table
+
+
+def test_serve_refuses_a_remote_url() -> None:
+    failed = Cli(["--url", "http://127.0.0.1:9", "--key", "k"]).run("serve", code=EXIT_MISUSE)
+    assert "--url does not apply" in failed.stdout
+
+
+def test_a_narrow_terminal_never_cuts_an_amount(local: Cli) -> None:
+    setup_acme(local)
+    local.run("credit", "acme", "123456.789012", "-k", "big")
+    narrow = runner.invoke(app, [*local.base, "history", "acme"], env={"COLUMNS": "50"})
+    assert narrow.exit_code == 0
+    assert "+123456.789012" in narrow.stdout

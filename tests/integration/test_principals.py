@@ -330,3 +330,40 @@ def test_roles_rules_and_the_registry_are_audited(two: Billing) -> None:
     platform = two.audit_log().records[:3]
     assert [r.action for r in platform] == ["sysadmin.add", "provider.disable", "provider.register"]
     assert (platform[1].before, platform[1].after) == ({"enabled": True}, {"enabled": False})
+
+
+NEW_YEAR = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_a_setting_repeated_unchanged_records_nothing(two: Billing) -> None:
+    """Idempotent administrative calls: only a change is audited."""
+    two.add_user("vera")
+    repeat = [
+        lambda: two.access.register_provider("openai", display_name="OpenAI"),
+        lambda: two.access.add_sysadmin("vera"),
+        lambda: two.access.define_role("a", "auditor", "reads the books"),
+        lambda: two.access.add_rule("a", "auditor", "data", "data.*", ["view"]),
+        lambda: two.pricing.set_markup(D("30"), mandate="a"),
+        lambda: two.pricing.set_markup(D("40")),
+        lambda: two.set_spending_limit("a", D("5"), user="alice"),
+        lambda: two.pricing.set_exchange_rate("USD", "CHF", D("0.8"), valid_from=NEW_YEAR),
+    ]  # fmt: skip
+    for call in repeat:
+        call()
+    counts = (len(two.audit_log("a", limit=1000).records), len(two.audit_log(limit=1000).records))
+    for call in repeat:
+        call()
+    assert (
+        len(two.audit_log("a", limit=1000).records),
+        len(two.audit_log(limit=1000).records),
+    ) == counts
+    # A real change is still recorded, with what it was before.
+    two.access.register_provider("openai", display_name="OpenAI (EU)")
+    latest = two.audit_log().records[0]
+    assert latest.before == {"enabled": True, "display_name": "OpenAI"}
+    two.access.remove_sysadmin("vera")
+    two.access.remove_sysadmin("vera")
+    assert [r.action for r in two.audit_log().records[:2]] == [
+        "sysadmin.remove",
+        "provider.register",
+    ]

@@ -179,18 +179,18 @@ class Access(SettingsService):
 
         def work(conn: Connection) -> ProviderInfo:
             self._authorize(conn, None, Scope.ADMIN)
-            self._auditor(
-                conn,
-                None,
-                "provider.register",
-                name,
-                None,
-                {"enabled": enabled, "display_name": display_name},
-            )
             row = conn.execute(select(providers).where(providers.c.provider == name)).first()
             now = self._now()
             if row is None:
                 info = ProviderInfo(name, shown or name, enabled, now, now)
+                self._auditor(
+                    conn,
+                    None,
+                    "provider.register",
+                    name,
+                    None,
+                    {"enabled": enabled, "display_name": info.display_name},
+                )
                 conn.execute(
                     insert(providers).values(
                         provider=name,
@@ -203,7 +203,15 @@ class Access(SettingsService):
                 return info
             after = (shown or row.display_name, enabled)
             if after == (row.display_name, bool(row.enabled)):
-                return _provider_info(row)
+                return _provider_info(row)  # unchanged: nothing to record
+            self._auditor(
+                conn,
+                None,
+                "provider.register",
+                name,
+                {"enabled": bool(row.enabled), "display_name": row.display_name},
+                {"enabled": after[1], "display_name": after[0]},
+            )
             conn.execute(
                 update(providers)
                 .where(providers.c.provider == name)
@@ -262,9 +270,9 @@ class Access(SettingsService):
 
         def work(conn: Connection) -> None:
             self._authorize(conn, None, Scope.ADMIN)
-            self._auditor(conn, None, "sysadmin.add", user, None, None)
             _require_user(conn, user)
             if not _is_sysadmin(conn, user):
+                self._auditor(conn, None, "sysadmin.add", user, None, None)
                 conn.execute(insert(platform_admins).values(user_id=user, created_at=self._now()))
 
         self._write(work)
@@ -275,9 +283,10 @@ class Access(SettingsService):
 
         def work(conn: Connection) -> None:
             self._authorize(conn, None, Scope.ADMIN)
-            self._auditor(conn, None, "sysadmin.remove", user, None, None)
             _require_user(conn, user)
-            conn.execute(delete(platform_admins).where(platform_admins.c.user_id == user))
+            if _is_sysadmin(conn, user):
+                self._auditor(conn, None, "sysadmin.remove", user, None, None)
+                conn.execute(delete(platform_admins).where(platform_admins.c.user_id == user))
 
         self._write(work)
 
@@ -376,7 +385,6 @@ class Access(SettingsService):
 
         def work(conn: Connection) -> RoleInfo:
             self._authorize(conn, mandate, Scope.ADMIN)
-            self._auditor(conn, mandate, "role.define", role, None, {"description": description})
             _require_mandate(conn, mandate)
             c = custom_roles.c
             row = conn.execute(
@@ -384,6 +392,9 @@ class Access(SettingsService):
             ).first()
             if row is None:
                 now = self._now()
+                self._auditor(
+                    conn, mandate, "role.define", role, None, {"description": description}
+                )
                 conn.execute(
                     insert(custom_roles).values(
                         mandate_id=mandate, role=role, description=description, created_at=now
@@ -391,6 +402,14 @@ class Access(SettingsService):
                 )
                 return RoleInfo(mandate, role, description, now)
             if description is not None and description != row.description:
+                self._auditor(
+                    conn,
+                    mandate,
+                    "role.define",
+                    role,
+                    {"description": row.description},
+                    {"description": description},
+                )
                 conn.execute(
                     update(custom_roles)
                     .where(c.mandate_id == mandate, c.role == role)
@@ -440,18 +459,6 @@ class Access(SettingsService):
 
         def work(conn: Connection) -> RuleInfo:
             self._authorize(conn, mandate, Scope.ADMIN)
-            self._auditor(
-                conn,
-                mandate,
-                "rule.add",
-                role,
-                None,
-                {
-                    "context": rule.context,
-                    "item": rule.item,
-                    "permissions": sorted(p.value for p in rule.permissions),
-                },
-            )
             _require_mandate(conn, mandate)
             require_role(conn, mandate, rule.role)
             c = permission_rules.c
@@ -474,6 +481,18 @@ class Access(SettingsService):
                     f"Mandate {mandate!r} has {MAX_RULES_PER_MANDATE} rules, the most it may have.",
                     field="rule",
                 )
+            self._auditor(
+                conn,
+                mandate,
+                "rule.add",
+                role,
+                None,
+                {
+                    "context": rule.context,
+                    "item": rule.item,
+                    "permissions": sorted(p.value for p in rule.permissions),
+                },
+            )
             info = RuleInfo(
                 f"rule_{secrets.token_hex(8)}",
                 mandate,

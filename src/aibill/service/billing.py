@@ -1122,6 +1122,14 @@ class Billing:
             }
             where = [spending_limits.c[k] == v for k, v in key.items()]
             old = conn.execute(select(spending_limits.c.amount_micros).where(*where)).scalar()
+            if old == micros:  # unchanged (or nothing to remove): nothing to record
+                return (
+                    None
+                    if micros is None
+                    else SpendingLimit(
+                        mandate, scope, subject, period, from_micros(micros), ctx.currency
+                    )
+                )
             conn.execute(spending_limits.delete().where(*where))
             target = f"{scope}:{subject}/{period}"
             before = None if old is None else {"amount": from_micros(old)}

@@ -536,7 +536,9 @@ class Pricing:
             if mandate is not None:
                 _require_mandate(conn, mandate)
             table, where = _markup_where(scope)
-            found = conn.execute(select(table.c.percent).where(*where)).first()
+            found = conn.execute(select(table.c.percent, table.c.updated_at).where(*where)).first()
+            if found is not None and Decimal(found.percent) == pct:
+                return Markup(pct, mandate, provider, model, found.updated_at)  # unchanged
             target = f"{provider or '*'}/{model or '*'}"
             before = None if found is None else {"percent": found.percent}
             self._auditor(conn, mandate, "markup.set", target, before, {"percent": pct})

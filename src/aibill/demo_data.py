@@ -647,7 +647,7 @@ def fill(
     if isinstance(records, bool) or not isinstance(records, int) or records < 0:
         raise ValueError(f"records must be a non-negative int, not {records!r}")
     if now is None:
-        now = billing._clock()  # the ledger's own clock (there is no public accessor)
+        now = billing.clock()  # the ledger's own clock
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     return _Filler(billing, records, now.astimezone(UTC), seed, progress).run()

@@ -146,7 +146,7 @@ def test_the_operator_commands_are_all_there() -> None:
         "price show", "price set", "price list", "fx set", "fx list", "fx import",
         "markup set", "markup list", "limit set", "limit list", "check", "estimate", "hold",
         "capture", "release", "usage record", "balance", "history", "report", "export",
-        "audit", "verify", "demo",
+        "audit", "verify", "demo", "sysadmin add", "sysadmin remove", "sysadmin check",
     }  # fmt: skip
     assert wanted <= names, wanted - names
 
@@ -521,3 +521,13 @@ def test_a_narrow_terminal_never_cuts_an_amount(local: Cli) -> None:
     narrow = runner.invoke(app, [*local.base, "history", "acme"], env={"COLUMNS": "50"})
     assert narrow.exit_code == 0
     assert "+123456.789012" in narrow.stdout
+
+
+def test_system_admins_are_named_and_removed(cli: Cli) -> None:
+    cli.run("user", "add", "vera")
+    assert cli.json("sysadmin", "check", "vera") == {"user": "vera", "sysadmin": False}
+    assert cli.run("sysadmin", "add", "vera").stdout.strip() == "vera is a system admin"
+    assert cli.json("sysadmin", "check", "vera")["sysadmin"] is True
+    cli.run("sysadmin", "remove", "vera")
+    assert cli.json("sysadmin", "check", "vera")["sysadmin"] is False
+    assert "[unknown_user]" in cli.run("sysadmin", "add", "nobody", code=EXIT_MISUSE).stderr

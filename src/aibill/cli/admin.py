@@ -65,6 +65,13 @@ def register(app: typer.Typer) -> None:
     user.command("list", epilog=example("aibill user list"))(user_list)
     user.command("balances", epilog=example("aibill user balances alice"))(user_balances)
 
+    sysadmin = _group(app, "sysadmin", "System admins: platform-wide administrators.")
+    sysadmin.command("add", epilog=example("aibill sysadmin add platform.ops"))(sysadmin_add)
+    sysadmin.command("remove", epilog=example("aibill sysadmin remove platform.ops"))(
+        sysadmin_remove
+    )
+    sysadmin.command("check", epilog=example("aibill sysadmin check platform.ops"))(sysadmin_check)
+
     member = _group(app, "member", "Who belongs to a mandate.")
     member.command("add", epilog=example("aibill member add acme alice --role admin"))(member_add)
     member.command("list", epilog=example("aibill member list acme"))(member_list)
@@ -295,6 +302,33 @@ def user_balances(name: str, as_json: JsonFlag = False) -> None:
         ],
         empty=f"{name} belongs to no mandate.",
     )
+
+
+def sysadmin_add(user: str, as_json: JsonFlag = False) -> None:
+    """Make a registered user a system admin (may administer every mandate)."""
+    st = use(as_json)
+    st.backend().access.add_sysadmin(user)
+    _sysadmin(st, user, True)
+
+
+def sysadmin_remove(user: str, as_json: JsonFlag = False) -> None:
+    """Take the system-admin role away (their admin keys stop working)."""
+    st = use(as_json)
+    st.backend().access.remove_sysadmin(user)
+    _sysadmin(st, user, False)
+
+
+def sysadmin_check(user: str, as_json: JsonFlag = False) -> None:
+    """Whether a user is a system admin."""
+    st = use(as_json)
+    _sysadmin(st, user, st.backend().access.is_sysadmin(user))
+
+
+def _sysadmin(st: State, user: str, yes: bool) -> None:
+    if st.json:
+        print_json(st, {"user": user, "sysadmin": yes})
+    else:
+        say(st, f"{user} is {'a' if yes else 'not a'} system admin")
 
 
 def member_add(

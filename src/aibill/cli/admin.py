@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from aibill.cli.core import (
+    EXIT_REFUSED,
     JsonFlag,
     Since,
     State,
@@ -103,9 +104,12 @@ def register(app: typer.Typer) -> None:
     provider.command("enable", epilog=example("aibill provider enable mistral"))(provider_enable)
     provider.command("disable", epilog=example("aibill provider disable mistral"))(provider_disable)
     provider.command("list", epilog=example("aibill provider list"))(provider_list)
-    provider.command("allowed", epilog=example("aibill provider allowed acme alice"))(
-        provider_allowed
-    )
+    provider.command(
+        "allowed",
+        epilog=example(
+            "aibill provider allowed acme alice", "aibill provider allowed acme alice openai"
+        ),
+    )(provider_allowed)
 
     key = _group(app, "key", "API keys: create (the secret is shown once), list, revoke.")
     key.command(
@@ -119,6 +123,7 @@ def register(app: typer.Typer) -> None:
     key.command("revoke", epilog=example("aibill key revoke 0123456789ab --mandate acme"))(
         key_revoke
     )
+    key.command("show", epilog=example("aibill key show 0123456789ab --mandate acme"))(key_show)
 
     limit = _group(app, "limit", "Spending limits per user or feature instance.")
     limit.command(
@@ -499,10 +504,30 @@ def provider_list(as_json: JsonFlag = False) -> None:
     )
 
 
-def provider_allowed(mandate: str, user: str, as_json: JsonFlag = False) -> None:
-    """The providers a member may use, by their roles and the registry."""
+def provider_allowed(
+    mandate: str,
+    user: str,
+    provider: Annotated[
+        str | None, typer.Argument(help="Ask about this provider only (exit 3 if not allowed).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The providers a member may use, by their roles and the registry; or
+    whether they may use one (exit 3 if not)."""
     st = use(as_json)
-    names = st.backend().allowed_providers(mandate, user)
+    backend = st.backend()
+    if provider is not None:
+        allowed = backend.is_provider_allowed(mandate, user, provider)
+        if st.json:
+            print_json(
+                st, {"mandate": mandate, "user": user, "provider": provider, "allowed": allowed}
+            )
+        else:
+            say(st, f"{user} in {mandate} {'may' if allowed else 'may not'} use {provider}")
+        if not allowed:
+            raise typer.Exit(EXIT_REFUSED)
+        return
+    names = backend.allowed_providers(mandate, user)
     if st.json:
         print_json(st, names)
     else:
@@ -559,6 +584,13 @@ def key_list(mandate: MandateOpt = None, as_json: JsonFlag = False) -> None:
     """A mandate's keys, or the platform's admin keys (never their secrets)."""
     st = use(as_json)
     show_table(st, st.backend().keys.list_keys(mandate), KEY_COLUMNS, empty="No keys.")
+
+
+def key_show(key_id: str, mandate: MandateOpt = None, as_json: JsonFlag = False) -> None:
+    """One key: who holds it, its scopes, expiry, revocation and last use."""
+    st = use(as_json)
+    found = st.backend().keys.get_key(key_id, mandate=mandate)
+    show_table(st, [found], KEY_COLUMNS, data=found)
 
 
 def key_revoke(key_id: str, mandate: MandateOpt = None, as_json: JsonFlag = False) -> None:

@@ -135,6 +135,21 @@ def db_upgrade(as_json: JsonFlag = False) -> None:
         say(st, f"schema is current (revision {revision})")
 
 
+@db_app.command("sweep", epilog=example("aibill db sweep", "aibill db sweep acme"))
+def db_sweep(
+    mandate: Annotated[str | None, typer.Argument(help="Only this mandate.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Expire the holds past their time now, freeing what they reserved (the
+    service's sweeper does this every 30 s; this is for a local database)."""
+    st = use(as_json)
+    count = st.local().sweep_expired(mandate)
+    if st.json:
+        print_json(st, {"expired": count})
+    else:
+        say(st, f"{count} overdue holds expired")
+
+
 @app.command(
     "migrate", hidden=True, epilog=example("aibill migrate  # the same as: aibill db upgrade")
 )

@@ -100,6 +100,9 @@ def register(app: typer.Typer) -> None:
         )
     )(history)
     app.command(epilog=example("aibill holds acme"))(holds)
+    app.command("hold-status", epilog=example("aibill hold-status acme:hold_0123456789abcdef"))(
+        hold_status
+    )
     usage_app = typer.Typer(help="Usage that happened without a hold.", no_args_is_help=True)
     usage_app.command(
         "record",
@@ -357,6 +360,12 @@ def holds(
         title=f"{mandate}: holds in flight",
         empty="No holds in flight.",
     )
+
+
+def hold_status(hold_id: str, as_json: JsonFlag = False) -> None:
+    """One hold: pending, captured (and for how much), released or expired."""
+    st = use(as_json)
+    show_record(st, st.backend().get_hold(hold_id), title=hold_id, skip=("replayed",))
 
 
 def _usage(

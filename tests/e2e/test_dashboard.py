@@ -317,3 +317,41 @@ def test_a_narrow_screen_and_the_keyboard(context: Any, dashboard: Dashboard) ->
     assert page.locator("#site-nav").is_visible()
     assert page.locator(".nav-toggle").get_attribute("aria-expanded") == "true"
     shot(page, "transactions-360")
+
+
+def test_the_platform_page(context: Any, dashboard: Dashboard) -> None:
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # the confirmation before disabling
+    sign_in(page, dashboard, "sysadmin")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Platform").click()
+    page.wait_for_url(f"{dashboard.base_url}/platform")
+    providers = {p["provider"]: p for p in dashboard.api("sysadmin", "/v1/providers")}
+    name = next(p for p in sorted(providers) if providers[p]["enabled"])
+    shown_as = providers[name]["display_name"]
+    row = page.locator(f"#providers-table tr[data-provider='{name}']")
+    row.get_by_role("button", name=f"Disable {shown_as}").click()
+    page.wait_for_selector("#notice")
+    assert "Provider disabled" in page.locator("#notice").inner_text()
+    assert row.locator(".pill").inner_text() == "disabled"
+    assert not {p["provider"]: p for p in dashboard.api("sysadmin", "/v1/providers")}[name][
+        "enabled"
+    ]
+    row.get_by_role("button", name=f"Enable {shown_as}").click()
+    page.wait_for_selector("#notice")
+    assert row.locator(".pill").inner_text() == "enabled"
+    assert {p["provider"]: p for p in dashboard.api("sysadmin", "/v1/providers")}[name]["enabled"]
+    audit = page.locator("#audit-table tbody tr").first
+    assert "provider.enable" in audit.inner_text()
+    shot(page, "platform")
+    # At 360 px nothing scrolls the page sideways.
+    page.set_viewport_size({"width": 360, "height": 740})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    shot(page, "platform-360")
+    # A mandate's admin is not offered it, and is refused if they ask.
+    context.clear_cookies()
+    page.set_viewport_size({"width": 1280, "height": 860})
+    sign_in(page, dashboard, "admin")
+    nav = page.get_by_role("navigation", name="Main")
+    assert nav.get_by_role("link", name="Platform").count() == 0
+    response = page.goto(f"{dashboard.base_url}/platform")
+    assert response.status == 403 and page.get_by_text("permission_denied").is_visible()

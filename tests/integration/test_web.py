@@ -148,7 +148,7 @@ def error_message(html: str) -> str:
 
 def test_pages_lead_to_the_sign_in_form(site: Site) -> None:
     client = site.client()
-    for path in ("/", "/m/acme", "/m/acme/transactions?kind=debit", "/m/acme/admin"):
+    for path in ("/", "/m/acme", "/m/acme/transactions?kind=debit", "/m/acme/admin", "/platform"):
         r = client.get(path, follow_redirects=False)
         assert r.status_code == 303
         assert r.headers["location"].startswith("/sign-in?next=/")
@@ -542,7 +542,8 @@ def test_usage_shows_the_services_totals(site: Site) -> None:
 
 
 def _post(client: TestClient, path: str, **data: str | list[str]) -> Any:
-    page = client.get(path.rsplit("/admin", 1)[0] + "/admin").text
+    """Send a form of the page ``path`` belongs to, with that page's CSRF token."""
+    page = client.get(path.rsplit("/", 1)[0]).text
     return client.post(path, data={"csrf": csrf_of(page), **data}, follow_redirects=False)
 
 
@@ -623,12 +624,318 @@ def test_a_new_key_is_shown_once_and_can_be_revoked(site: Site) -> None:
     assert dave.get("/m/acme", follow_redirects=False).status_code == 303
 
 
+# ------------------------------------------------------------------ platform
+
+PLATFORM_FORMS: tuple[tuple[str, dict[str, str | list[str]]], ...] = (
+    ("provider", {"provider": "mistral", "enabled": "1"}),
+    ("provider-enabled", {"provider": "openai", "enabled": "0"}),
+    ("markup", {"percent": "0"}),
+    ("markup", {"clear": "1"}),
+    (
+        "price",
+        {"provider": "openai", "model": "gpt-4o", "input_mtok": "0", "output_mtok": "0"},
+    ),
+    ("rate", {"base": "USD", "quote": "CHF", "rate": "9"}),
+    ("sysadmin", {"user": "alice"}),
+    ("sysadmin", {"user": "root", "remove": "1"}),
+    ("key", {"user": "root", "scopes": ["billing:admin"]}),
+    ("key-revoke", {"key_id": "0" * 12}),
+)
+
+
+@dataclass(frozen=True)
+class PlatformState:
+    """Everything the platform page can change, as the service has it."""
+
+    audit: list[Any]
+    acme_audit: list[Any]
+    providers: list[Any]
+    markups: list[Any]
+    prices: list[Any]
+    rates: list[Any]
+    sysadmins: list[str]
+    keys: list[Any]
+
+    @classmethod
+    def of(cls, b: Billing) -> PlatformState:
+        return cls(
+            audit=b.audit_log(None, limit=1000).records,
+            acme_audit=b.audit_log("acme", limit=1000).records,
+            providers=b.access.providers(),
+            markups=b.pricing.markups(None),
+            prices=b.pricing.custom_prices(None),
+            rates=b.pricing.exchange_rates(),
+            sysadmins=[u for u in b.users() if b.access.is_sysadmin(u)],
+            keys=b.keys.list_keys(None),
+        )
+
+
+def test_the_platform_page_is_offered_to_system_admins_only(site: Site) -> None:
+    root = signed_in(site, "root")
+    for path in ("/", "/m/acme", "/m/acme/admin"):
+        assert 'href="/platform"' in root.get(path).text, path
+    html = root.get("/platform").text
+    assert '<a href="/platform" aria-current="page">Platform</a>' in html
+    for section in ("providers", "markup", "prices", "rates", "sysadmins", "keys", "audit"):
+        assert f'id="{section}"' in html, section
+    token = csrf_of(html)
+    assert 'action="/platform/rates-import" enctype="multipart/form-data"' in html
+
+    before = PlatformState.of(site.billing)
+    for who in ("alice", "bob", "dave", "carol"):
+        client = signed_in(site, who)
+        for path in ("/", "/m/acme" if who != "carol" else "/m/globex"):
+            assert "/platform" not in client.get(path).text, (who, path)
+        r = client.get("/platform")
+        assert r.status_code == 403 and "permission_denied" in r.text, who
+        assert "/platform" not in r.text
+        mine = csrf_of(client.get("/").text)
+        for action, data in PLATFORM_FORMS:
+            r = client.post(f"/platform/{action}", data={**data, "csrf": mine})
+            assert r.status_code == 403 and "permission_denied" in r.text, (who, action)
+        r = client.post(
+            "/platform/rates-import",
+            data={"csrf": mine},
+            files={"file": ("rates.csv", b"base,quote,rate,valid_from\nUSD,CHF,2,2026-01-01\n")},
+        )
+        assert r.status_code == 403 and "permission_denied" in r.text, who
+        # Someone else's token is refused before anything else.
+        r = client.post("/platform/markup", data={"percent": "0", "csrf": token})
+        assert r.status_code == 403 and "csrf_refused" in r.text
+    assert PlatformState.of(site.billing) == before
+
+
+def test_platform_forms_need_this_sessions_token_and_origin(site: Site) -> None:
+    root = signed_in(site, "root")
+    token = csrf_of(root.get("/platform").text)
+    before = PlatformState.of(site.billing)
+    form = {"provider": "openai", "enabled": "0"}
+    for data, headers in (
+        (form, {}),
+        ({**form, "csrf": "x" * 64}, {}),
+        ({**form, "csrf": token}, {"Origin": "https://evil.example"}),
+    ):
+        r = root.post("/platform/provider-enabled", data=data, headers=headers)
+        assert r.status_code == 403 and "csrf_refused" in r.text
+    r = root.post(
+        "/platform/rates-import",
+        files={"file": ("rates.csv", b"base,quote,rate,valid_from\nUSD,CHF,2,2026-01-01\n")},
+    )
+    assert r.status_code == 403 and "csrf_refused" in r.text
+    assert PlatformState.of(site.billing) == before
+
+
+def _platform(client: TestClient, fragment: str = "") -> str:
+    html: str = client.get("/platform" + fragment).text
+    return html
+
+
+def test_platform_changes_go_through_the_service_and_show(site: Site) -> None:
+    b = site.billing
+    root = signed_in(site, "root")
+    ok = 303
+    # Providers: register one disabled, enable it, disable another.
+    r = _post(root, "/platform/provider", provider="mistral", display_name="Mistral AI")
+    assert r.status_code == ok and r.headers["location"].endswith("#providers")
+    assert {p.provider: p.enabled for p in b.access.providers()}["mistral"] is False
+    html = root.get(r.headers["location"]).text
+    assert "Provider saved." in html and "Mistral AI" in html
+    assert 'aria-label="Enable Mistral AI"' in html
+    assert _post(root, "/platform/provider-enabled", provider="mistral", enabled="1").status_code
+    assert _post(root, "/platform/provider-enabled", provider="openai", enabled="0").status_code
+    states = {p.provider: p.enabled for p in b.access.providers()}
+    assert states == {"anthropic": True, "mistral": True, "openai": False}
+    html = _platform(root)
+    assert 'aria-label="Disable Mistral AI"' in html and 'aria-label="Enable OpenAI"' in html
+    assert not b.is_provider_allowed("acme", "dave", "openai")
+    # Markups: the default until one is set.
+    assert "the default, 50&#8239;%, applies" in html
+    assert _post(root, "/platform/markup", percent="35", provider="anthropic").status_code == ok
+    assert _post(root, "/platform/markup", percent="40").status_code == ok
+    assert [(m.provider, str(m.percent)) for m in b.pricing.markups(None)] == [
+        (None, "40"),
+        ("anthropic", "35"),
+    ]
+    assert b.pricing.markup_for("acme", "openai", "gpt-4o") == D("40")
+    html = _platform(root)
+    assert "Now 40&#8239;%" in html and "35&#8239;%" in html
+    r = _post(root, "/platform/markup", clear="1")
+    assert r.status_code == ok and [m.provider for m in b.pricing.markups(None)] == ["anthropic"]
+    # A custom price for every mandate, with the optional parts.
+    r = _post(
+        root,
+        "/platform/price",
+        provider="openai",
+        model="tuned-2",
+        input_mtok="1.5",
+        output_mtok="6",
+        cache_read_mtok="0.15",
+        cache_write_mtok="1.875",
+        per_request="0.001",
+        currency="EUR",
+        valid_from="2026-01-01",
+    )
+    assert r.status_code == ok
+    (p,) = b.pricing.custom_prices(None)
+    assert (p.model, p.mandate, p.currency) == ("tuned-2", None, "EUR")
+    assert (p.cache_read_mtok, p.cache_write_mtok, p.per_request) == (
+        D("0.15"),
+        D("1.875"),
+        D("0.001"),
+    )
+    assert p.valid_from == datetime(2026, 1, 1, tzinfo=UTC)
+    html = _platform(root)
+    assert "openai / tuned-2" in html and 'value="1.875"' in html
+    # An exchange rate, with its source.
+    r = _post(root, "/platform/rate", base="EUR", quote="CHF", rate="0.94", source="ECB")
+    assert r.status_code == ok
+    assert b.pricing.exchange_rate("EUR", "CHF", site.clock()) == D("0.94")
+    html = _platform(root)
+    assert "EUR → CHF" in html and 'value="0.94"' in html and "ECB" in html
+    # System admins: the user must exist.
+    r = _post(root, "/platform/sysadmin", user="alice")
+    assert r.status_code == ok and b.access.is_sysadmin("alice")
+    html = _platform(root)
+    assert (
+        'data-user="alice"' in html
+        and "System admin added." in root.get(r.headers["location"]).text
+    )
+    r = _post(root, "/platform/sysadmin", user="alice", remove="1")
+    assert r.status_code == ok and not b.access.is_sysadmin("alice")
+    r = _post(root, "/platform/sysadmin", user="nobody")
+    assert r.status_code == 404 and "unknown_user" in r.text
+    # The audit log names each change and who made it.
+    audit = b.audit_log(None, limit=100).records
+    actions = [a.action for a in audit]
+    for action in (
+        "provider.register",
+        "provider.enable",
+        "provider.disable",
+        "markup.set",
+        "markup.clear",
+        "custom_price.set",
+        "exchange_rate.set",
+        "sysadmin.add",
+        "sysadmin.remove",
+    ):
+        assert action in actions, action
+    assert {a.actor.split(" ")[0] for a in audit[:10]} == {"sysadmin:root"}
+    html = _platform(root)
+    assert "sysadmin.remove" in html and "provider.disable" in html
+
+
+def test_a_refused_platform_form_shows_why_and_keeps_what_was_typed(site: Site) -> None:
+    root = signed_in(site, "root")
+    before = PlatformState.of(site.billing)
+    r = _post(root, "/platform/rate", base="USD", quote="CHF", rate="abc", source="typed")
+    assert r.status_code == 422 and "Not done." in r.text
+    assert 'value="abc"' in r.text and 'value="typed"' in r.text and "invalid" in r.text
+    r = _post(root, "/platform/markup", percent="5", model="gpt-4o")  # a model needs a provider
+    assert r.status_code == 422 and 'value="gpt-4o"' in r.text
+    r = _post(root, "/platform/provider", provider="Not A Name", display_name="Typed")
+    assert r.status_code == 422 and 'value="Not A Name"' in r.text
+    assert 'value="Typed"' in r.text and "invalid_request" in r.text
+    assert PlatformState.of(site.billing) == before
+
+
+def _import(client: TestClient, content: bytes) -> Any:
+    return client.post(
+        "/platform/rates-import",
+        data={"csrf": csrf_of(client.get("/platform").text)},
+        files={"file": ("rates.csv", content, "text/csv")},
+        follow_redirects=False,
+    )
+
+
+def test_importing_exchange_rates_is_all_or_nothing(site: Site) -> None:
+    b = site.billing
+    root = signed_in(site, "root")
+    good = (
+        b"base,quote,rate,valid_from,source\r\n"
+        b"EUR,CHF,0.94,2026-02-01,ECB\r\n"
+        b"\r\n"
+        b"GBP,CHF,1.12,2026-02-01T01:00:00+01:00,ECB\r\n"
+    )
+    bad = b"base,quote,rate,valid_from\nJPY,CHF,0.0061,2026-02-01\nCAD,CHF,1.1.2,2026-02-01\n"
+    before = b.pricing.exchange_rates()
+    r = _import(root, bad)
+    assert r.status_code == 422 and "invalid_request" in r.text
+    assert "Line 3:" in error_message(r.text) and "1.1.2" in error_message(r.text)
+    assert b.pricing.exchange_rates() == before  # not even line 2
+    r = _import(root, b"\xff\xfebase")
+    assert r.status_code == 422 and "UTF-8" in r.text
+    r = root.post(
+        "/platform/rates-import",
+        data={"csrf": csrf_of(root.get("/platform").text)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 422 and "Choose a CSV file" in r.text
+    assert b.pricing.exchange_rates() == before
+
+    r = _import(root, good)
+    assert r.status_code == 303 and "n=2" in r.headers["location"]
+    assert "Exchange rates imported: 2 new" in root.get(r.headers["location"]).text
+    assert b.pricing.exchange_rate("GBP", "CHF", site.clock()) == D("1.12")
+    assert len(b.pricing.exchange_rates()) == len(before) + 2
+    r = _import(root, good)  # again: nothing new
+    assert "Exchange rates imported: 0 new" in root.get(r.headers["location"]).text
+    r = _import(root, b"base,quote,rate,valid_from\nEUR,CHF,0.95,2026-02-01\n")
+    assert r.status_code == 409 and "already_exists" in r.text and "Line 2" in r.text
+    assert len(b.pricing.exchange_rates()) == len(before) + 2
+
+
+def test_a_new_platform_key_is_shown_once_and_can_be_revoked(site: Site) -> None:
+    b = site.billing
+    root = signed_in(site, "root")
+    r = _post(root, "/platform/key", user="alice", scopes=["billing:read"])
+    assert r.status_code == 403 and "not a system admin" in unescape(r.text)
+    r = _post(root, "/platform/key", user="root", name="ops laptop", scopes=["billing:read"])
+    assert r.status_code == 201 and r.headers["cache-control"] == "no-store"
+    found = re.search(r'id="new-key-secret">([^<]+)<', r.text)
+    assert found
+    secret = found.group(1)
+    assert secret.startswith("aibill-admin_")
+    assert b.authenticate(secret).principal.user == "root"
+    listed = root.get("/platform").text
+    assert secret not in listed and secret.rsplit("_", 1)[1] not in listed
+    key_id = secret.rsplit("_", 2)[1]
+    assert f'data-key="{key_id}"' in listed and "ops laptop" in listed
+    other = site.client()
+    assert sign_in(other, secret).status_code == 303
+    assert other.get("/", follow_redirects=False).status_code == 200
+    r = _post(root, "/platform/key-revoke", key_id=key_id)
+    assert r.status_code == 303
+    assert b.keys.get_key(key_id, mandate=None).revoked_at is not None
+    assert other.get("/", follow_redirects=False).status_code == 303
+    assert "api_key.revoke" in root.get("/platform").text
+
+
+def test_the_platform_audit_log_pages(site: Site) -> None:
+    b = site.billing
+    for day in range(30):
+        b.pricing.set_exchange_rate(
+            "USD", "JPY", D(150 + day), valid_from=datetime(2026, 1, 1 + day, tzinfo=UTC)
+        )
+    root = signed_in(site, "root")
+    html = _platform(root)
+    first = re.findall(r"<td><code>([a-z_.]+)</code></td>", html)
+    assert len(first) == 25
+    older = re.search(r'href="(\?audit=[^"]+)" rel="next"', html)
+    assert older
+    page2 = root.get("/platform" + unescape(older.group(1))).text
+    second = re.findall(r"<td><code>([a-z_.]+)</code></td>", page2)
+    every = [a.action for a in b.audit_log(None, limit=1000).records]
+    assert first + second == every[: len(first) + len(second)]
+    assert 'href="/platform#audit">« Newest' in page2
+
+
 # ------------------------------------------------------- offline and private
 
 
 def _every_page(site: Site) -> Iterator[tuple[str, str]]:
     anonymous = site.client()
     yield "/sign-in", anonymous.get("/sign-in").text
+    yield "/platform", signed_in(site, "root").get("/platform").text
     alice = signed_in(site, "alice")
     for path in (
         "/",

@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from starlette.staticfiles import StaticFiles
 
-from aibill.web import admin, auth, pages
+from aibill.web import admin, auth, pages, platform
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -21,6 +21,7 @@ router = APIRouter(include_in_schema=False)
 router.include_router(auth.router)
 router.include_router(pages.router)
 router.include_router(admin.router)
+router.include_router(platform.router)
 router.include_router(pages.fallback)
 
 

@@ -20,9 +20,10 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, Response
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 
-from aibill.domain.principal import PrincipalKind
+from aibill.domain import errors as e
+from aibill.domain.principal import PrincipalKind, Scope
 from aibill.service.billing import Billing
 from aibill.service.sessions import InvalidSession, Sessions, WebSession
 
@@ -55,6 +56,14 @@ class Viewer:
         p = self.session.principal
         return f"{p.user} · system admin" if p.kind is PrincipalKind.SYSADMIN else f"{p.user}"
 
+    def administers_platform(self) -> bool:
+        """Whether the service lets this viewer change the platform's settings
+        (no, when it cannot say: error pages ask this too)."""
+        try:
+            return self.ledger.may(Scope.ADMIN, None)
+        except e.AibillError:
+            return False
+
 
 class Form:
     """A submitted form's fields as text (missing fields are empty)."""
@@ -71,6 +80,14 @@ class Form:
 
     def getlist(self, name: str) -> list[str]:
         return [v for v in self._data.getlist(name) if isinstance(v, str)]
+
+    def file(self, name: str) -> bytes | None:
+        """The content of an uploaded file (None when none was chosen)."""
+        value = self._data.get(name)
+        if not isinstance(value, UploadFile) or not (value.filename or value.size):
+            return None
+        value.file.seek(0)
+        return value.file.read()
 
     def values(self) -> dict[str, str]:
         """What to fill the form with again (never secrets: the caller leaves them out)."""

@@ -935,6 +935,7 @@ def test_the_platform_audit_log_pages(site: Site) -> None:
 def _every_page(site: Site) -> Iterator[tuple[str, str]]:
     anonymous = site.client()
     yield "/sign-in", anonymous.get("/sign-in").text
+    yield "/no-such-page", anonymous.get("/no-such-page").text
     yield "/platform", signed_in(site, "root").get("/platform").text
     alice = signed_in(site, "alice")
     for path in (
@@ -946,6 +947,33 @@ def _every_page(site: Site) -> Iterator[tuple[str, str]]:
         "/m/nowhere",
     ):
         yield path, alice.get(path).text
+
+
+def test_a_mistyped_address_gets_the_dashboards_own_not_found_page(site: Site) -> None:
+    anonymous = site.client()
+    alice = signed_in(site, "alice")
+    for client, signed in ((anonymous, False), (alice, True)):
+        for path in ("/nowhere", "/m", "/platforms", "/overview/x?y=1", "/static/nope.css"):
+            r = client.get(path, follow_redirects=False)
+            assert r.status_code == 404, path
+            assert r.headers["content-type"].startswith("text/html"), path
+            assert "Not found" in r.text
+            assert '<a class="btn" href="/">Back to the overview' in r.text
+            assert r.headers["cache-control"] == "no-store"
+            assert ("Sign out" in r.text) is signed, path  # the navigation, when signed in
+        r = client.post("/nowhere", data={"x": "1"})
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    r = alice.get("/sign-out")  # a form's address typed into the address bar
+    assert r.status_code == 405 and r.headers["content-type"].startswith("text/html")
+    assert "POST" in r.headers["allow"] and "Back to the overview" in r.text
+    # The API and the operators' paths keep their problem documents.
+    for path in ("/v1/nowhere", "/v1", "/healthz/x", "/readyz/x", "/metrics/x", "/docs/x"):
+        r = anonymous.get(path)
+        assert r.status_code == 404, path
+        assert r.headers["content-type"] == "application/problem+json", path
+        assert r.json()["code"] == "not_found"
+    r = anonymous.delete("/v1/mandates")
+    assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
 
 
 def test_no_page_needs_the_internet(site: Site) -> None:

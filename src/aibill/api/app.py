@@ -118,6 +118,7 @@ def create_app(
     app.add_middleware(BodyLimit)
     metrics.install(app)
     errors.install(app)
+    web.install(app)  # addresses no route has, outside /v1: the dashboard's own 404 page
     app.include_router(ledger.router)
     app.include_router(admin.router)
     app.include_router(web.router)  # the dashboard, at /; not in the OpenAPI schema

@@ -5,8 +5,9 @@ Policy that allows nothing from another origin."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -17,7 +18,7 @@ from fastapi.routing import APIRoute
 from aibill.api.errors import status_of
 from aibill.domain import errors as e
 from aibill.web.render import make_environment
-from aibill.web.security import FormRefused, SignInRequired, clear_session_cookie
+from aibill.web.security import FormRefused, SignInRequired, clear_session_cookie, current_viewer
 
 log = logging.getLogger("aibill.web")
 ENV = make_environment()
@@ -40,6 +41,7 @@ TITLES = {
     402: "Refused",
     403: "Not allowed",
     404: "Not found",
+    405: "Not available",
     409: "Conflict",
     422: "Not valid",
     503: "Unavailable",
@@ -82,6 +84,35 @@ def error_page(
         message=message,
         code=code,
     )
+
+
+API_PATHS = frozenset({"v1", "healthz", "readyz", "metrics", "openapi.json", "docs", "redoc"})
+"""First path segments that belong to the API and the operators: their errors stay JSON."""
+
+
+def for_people(path: str) -> bool:
+    """Whether ``path`` is the dashboard's (anything the API and operators do not own)."""
+    return path.split("/", 2)[1] not in API_PATHS
+
+
+def http_error_page(
+    request: Request, status: int, detail: str, headers: Mapping[str, str] | None
+) -> Response:
+    """A dashboard address no route answers (a mistyped URL, mostly): the
+    dashboard's own page, with the navigation when a session is open, and
+    the way back to the overview."""
+    with contextlib.suppress(SignInRequired, e.AibillError):  # else: without the navigation
+        current_viewer(request)
+    if status == 404:
+        title, message, code = "Not found", "There is no page at this address.", "not_found"
+    elif status == 405:
+        title, message = TITLES[405], "This address does not answer that kind of request."
+        code = "method_not_allowed"
+    else:
+        title, message, code = TITLES.get(status, "Something went wrong"), detail, None
+    response = error_page(request, status, title, message, code)
+    response.headers.update(headers or {})
+    return response
 
 
 class WebRoute(APIRoute):

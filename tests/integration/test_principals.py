@@ -367,3 +367,23 @@ def test_a_setting_repeated_unchanged_records_nothing(two: Billing) -> None:
         "sysadmin.remove",
         "provider.register",
     ]
+
+
+def test_the_platforms_own_settings_are_read_by_system_admins_only(two: Billing) -> None:
+    two.pricing.set_markup(D("40"), provider="anthropic")
+    two.pricing.set_custom_price("selfhosted", "llama", input_mtok=D("1"), output_mtok=D("2"))
+    alice = two.as_principal(member("a", "alice"))  # the admin of mandate a
+    for read in (
+        lambda: alice.pricing.markups(None),
+        lambda: alice.pricing.custom_prices(None),
+        lambda: alice.access.is_sysadmin("alice"),
+        lambda: alice.pricing.import_exchange_rates(["base,quote,rate,valid_from", "broken"]),
+    ):
+        with pytest.raises(aibill.PermissionDenied):
+            read()
+    # What applies to alice's own mandate stays readable to her.
+    assert alice.pricing.markup_for("a", "anthropic", None) == D("40")
+    assert alice.pricing.markups("a") == []
+    root = two.as_principal(Principal(PrincipalKind.SYSADMIN, scopes=frozenset(Scope)))
+    assert [m.percent for m in root.pricing.markups(None)] == [D("40")]
+    assert not root.access.is_sysadmin("alice")

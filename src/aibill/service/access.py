@@ -291,9 +291,12 @@ class Access(SettingsService):
         self._write(work)
 
     def is_sysadmin(self, user: str) -> bool:
+        """Whether ``user`` is a system admin: a platform question, for the
+        system or a system admin."""
         check_name(user, "user")
 
         def work(conn: Connection) -> bool:
+            self._authorize(conn, None, Scope.READ)
             _require_user(conn, user)
             return _is_sysadmin(conn, user)
 

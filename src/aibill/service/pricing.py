@@ -445,6 +445,7 @@ class Pricing:
         skipped (an import can be repeated); one stored with another value is
         ``AlreadyExists`` naming the line, and nothing is written.
         """
+        self._read(lambda conn: self._guard(conn, None, Scope.ADMIN))  # refuse before reading
         parsed = _parse_csv(source)
 
         def work(conn: Connection) -> int:
@@ -579,8 +580,7 @@ class Pricing:
         least specific first."""
 
         def work(conn: Connection) -> list[Markup]:
-            if mandate is not None:
-                self._guard(conn, mandate, Scope.READ)
+            self._guard(conn, mandate, Scope.READ)  # None: the platform's own settings
             if mandate is None:
                 rows = conn.execute(
                     select(platform_markups).order_by(_PM.provider, _PM.model)
@@ -768,8 +768,7 @@ class Pricing:
         by provider, model and then oldest first (past, current and future)."""
 
         def work(conn: Connection) -> list[CustomPrice]:
-            if mandate is not None:
-                self._guard(conn, mandate, Scope.READ)
+            self._guard(conn, mandate, Scope.READ)  # None: the platform's own settings
             if mandate is None:
                 stmt = select(platform_prices)
                 table: Table = platform_prices

@@ -7,8 +7,8 @@ funded mandate. It prints cycles/s and the p50/p99 latency of each step; in
 the same run, the same cycles through the in-process library on the same
 kind of database (``library=``), so ``ratio`` is what HTTP costs on top.
 
-    .venv/bin/python bench/http.py --quick     # about a minute
-    .venv/bin/python bench/http.py             # longer, steadier
+    .venv/bin/python bench/service.py --quick     # about a minute
+    .venv/bin/python bench/service.py             # longer, steadier
 """
 
 from __future__ import annotations

@@ -158,10 +158,18 @@ def test_every_command_has_help_with_an_example(command: tuple[str, ...]) -> Non
     assert "Example" in result.stdout and f"$ aibill {command[0]}" in result.stdout
 
 
-def test_shell_completion_is_offered() -> None:
-    result = runner.invoke(app, ["--show-completion", "bash"], env={"SHELL": "/bin/bash"})
-    assert result.exit_code == 0
-    assert "complete" in result.stdout and "aibill" in result.stdout
+def test_shell_completion_completes_commands() -> None:
+    """What the installed completion script asks the program (bash's protocol)."""
+
+    def complete(words: str, index: int) -> list[str]:
+        env = {"_AIBILL_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(index)}
+        result = runner.invoke(app, [], prog_name="aibill", env=env)
+        assert result.exit_code == 0, result.stderr
+        return result.stdout.split()
+
+    assert complete("aibill mand", 1) == ["mandate"]
+    assert complete("aibill fx ", 2) == ["set", "list", "show", "import"]
+    assert "--install-completion" in runner.invoke(app, ["--help"]).stdout
 
 
 # ------------------------------------------------------------------ the operator's flow

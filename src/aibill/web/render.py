@@ -87,7 +87,7 @@ def sparkline(values: Sequence[Decimal], *, width: int = 120, height: int = 32) 
     step = width / max(len(values) - 1, 1)
     pad = 2
 
-    def y(v: Decimal) -> float:
+    def y(v: Decimal) -> float:  # a pixel coordinate of the drawing, never money
         if top <= 0:
             return float(height - pad)
         return round(height - pad - float(v / top) * (height - 2 * pad), 2)

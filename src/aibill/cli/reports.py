@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TextIO, cast
@@ -157,25 +157,24 @@ def export(
     if what == "history":
         backend.history(mandate, limit=1, **_history(filters))
     with _sink(output) as out, progress(st, f"exporting {what}") as advance:
-        rows = 0
         if what == "history" and fmt == "csv":
-            for line in backend.iter_history_csv(
-                mandate, spreadsheet_safe=spreadsheet_safe, **_history(filters)
-            ):
-                out.write(line)
-                rows += 1
-                advance(1)
-            rows -= 1  # the header
+            rows = _write_csv(
+                backend.iter_history_csv(
+                    mandate, spreadsheet_safe=spreadsheet_safe, **_history(filters)
+                ),
+                out,
+                advance,
+            )
         elif what == "history":
             rows = _history_json(st, mandate, filters, out, advance)
         elif fmt == "csv":
-            for line in backend.iter_usage_report_csv(
-                mandate, group_by=parse_list(by), spreadsheet_safe=spreadsheet_safe, **filters
-            ):
-                out.write(line)
-                rows += 1
-                advance(1)
-            rows -= 1
+            rows = _write_csv(
+                backend.iter_usage_report_csv(
+                    mandate, group_by=parse_list(by), spreadsheet_safe=spreadsheet_safe, **filters
+                ),
+                out,
+                advance,
+            )
         else:
             report_rows = backend.usage_report(mandate, group_by=parse_list(by), **filters)
             json.dump(to_json(report_rows), out, indent=1)
@@ -185,6 +184,16 @@ def export(
     where = str(output) if output else "stdout"
     if output is not None or not sys.stdout.isatty():
         st.err.print(f"exported {max(rows, 0):,} rows to {where}", highlight=False)
+
+
+def _write_csv(lines: Iterator[str], out: TextIO, advance: Callable[[int], None]) -> int:
+    """Write a CSV's lines as they come; returns how many rows followed the header."""
+    count = 0
+    for line in lines:
+        out.write(line)
+        count += 1
+        advance(1)
+    return count - 1
 
 
 def _history(filters: dict[str, Any]) -> HistoryFilters:

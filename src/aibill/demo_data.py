@@ -343,13 +343,14 @@ class Tally:
 
 @dataclass(frozen=True, slots=True)
 class Money:
-    """An exact amount in a currency; shown to the cent, with thousands separators."""
+    """An exact amount in a currency; shown exactly (every micro-unit), with
+    thousands separators."""
 
     amount: Decimal
     currency: str
 
     def __str__(self) -> str:
-        return f"{self.amount:,.2f} {self.currency}"
+        return f"{self.amount:,f} {self.currency}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -247,3 +247,9 @@ def test_the_same_seed_gives_the_same_data(tmp_path: Path) -> None:
     first = calls("a.db", 7, now)
     assert first == calls("b.db", 7, now + timedelta(days=40))
     assert first != calls("c.db", 8, now)
+
+
+def test_the_summary_shows_money_exactly() -> None:
+    from aibill.demo_data import Money
+
+    assert str(Money(Decimal("1234.266351"), "CHF")) == "1,234.266351 CHF"

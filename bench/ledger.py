@@ -7,6 +7,13 @@ transaction one balance-row ``UPDATE`` plus one ``INSERT``, with the same
 durability, the same number of clients and the same account distribution.
 Both are reported in cycles (= raw transaction pairs) per second.
 
+The *floor* is aibill's own cycle without aibill: the exact statements one
+hold and one capture sent to the driver (recorded from a real cycle), replayed
+through the bare driver on aibill's database, in the same two transactions,
+with only the keys and ids changed. It is what the ledger's schema and
+statements cost before any Python of aibill runs, so ``floor / raw`` bounds
+what ``aibill / raw`` could ever reach with this schema.
+
 Cases: SQLite (a file, WAL + synchronous=FULL) and PostgreSQL (a throwaway
 database, server defaults), 1 and 16 clients, one hot account and 1,000
 accounts picked at random. Clients are threads; PostgreSQL with 16 clients is
@@ -39,10 +46,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 import aibill
 from aibill import Billing
+from aibill.store import fast
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 HOLD_AMOUNT = Decimal("0.50")
@@ -50,6 +59,7 @@ CAPTURE_AMOUNT = Decimal("0.31")
 FUNDING = Decimal("1000000")  # per account: far more than any run can spend
 SPREAD = 1000  # accounts in the "many accounts" cases
 HOT_MANDATE = "bench-hot"
+FLOOR_MANDATE = "bench-floor"  # where the floor's template cycle is recorded
 BARRIER_TIMEOUT_S = 120.0
 
 Op = Callable[[], None]
@@ -63,28 +73,28 @@ class Timing:
     """A case runs aibill and the raw limit in alternating time slices.
 
     The disk's fsync latency can change several-fold from one second to the
-    next (a virtual disk shared with others), so the two are interleaved in
-    the same run rather than measured one after the other. Cycles that finish
+    next (a virtual disk shared with others), so the kinds (aibill, floor,
+    raw) are interleaved in the same run rather than measured one after the
+    other. Cycles that finish
     in the first ``settle_s`` of a slice are not counted: the previous slice's
     last cycles may still be running then.
     """
 
     warmup_s: float  # both kinds run, nothing is counted
     slice_s: float
-    slices: int  # even: half aibill, half raw
+    slices: int  # a multiple of len(KINDS): as many slices for each kind
     settle_s: float
 
     @property
     def counted_s(self) -> float:
         """Seconds of counted time per kind."""
-        return self.slices // 2 * (self.slice_s - self.settle_s)
+        return self.slices // len(KINDS) * (self.slice_s - self.settle_s)
 
 
+AIBILL, FLOOR, RAW = 0, 1, 2
+KINDS = ("aibill", "floor", "raw")
 QUICK = Timing(warmup_s=0.4, slice_s=0.5, slices=6, settle_s=0.1)
-FULL = Timing(warmup_s=2.0, slice_s=1.0, slices=20, settle_s=0.2)
-
-AIBILL, RAW = 0, 1
-KINDS = ("aibill", "raw")
+FULL = Timing(warmup_s=2.0, slice_s=1.0, slices=24, settle_s=0.2)
 
 
 @dataclass(frozen=True)
@@ -95,17 +105,36 @@ class Case:
     via: str  # "threads" or "processes"
 
 
+Params = dict[str, Any] | tuple[Any, ...]
+Recorded = tuple[tuple[str, Params], ...]
+
+
+@dataclass(frozen=True)
+class Template:
+    """The statements of one real hold and capture, as aibill sent them to the driver,
+    and the values in them that must change from one replayed cycle to the next."""
+
+    hold: Recorded
+    capture: Recorded
+    mandate: str
+    hold_id: str
+    entry_id: str
+    keys: tuple[str, str]  # the hold's and the capture's idempotency keys
+
+
 @dataclass(frozen=True)
 class Job:
     """Everything a client needs for one case."""
 
     case: Case
     aibill_url: str  # SQLAlchemy URL
+    floor_target: str  # aibill's database: sqlite path or libpq conninfo
     raw_target: str  # sqlite path or libpq conninfo
     mandates: tuple[str, ...]
     raw_accounts: tuple[int, ...]
     tag: str  # makes idempotency keys and entry ids unique across cases
     timing: Timing
+    template: Template
 
 
 @dataclass
@@ -113,7 +142,7 @@ class Outcome:
     """What one client reports: cycles completed inside counted time, per kind."""
 
     index: int
-    cycles: list[int] = field(default_factory=lambda: [0, 0])
+    cycles: list[int] = field(default_factory=lambda: [0] * len(KINDS))
     error: str | None = None
 
 
@@ -121,6 +150,7 @@ class Outcome:
 class Figures:
     case: Case
     aibill: float  # cycles/s
+    floor: float  # aibill's statements through the bare driver, cycles/s
     raw: float  # raw transaction pairs/s
     client_cpu: float  # CPU cores used by the clients during aibill slices
     machine_cpu: float  # CPU cores busy machine-wide (clients + database) during aibill slices
@@ -128,6 +158,10 @@ class Figures:
     @property
     def ratio(self) -> float:
         return self.aibill / self.raw if self.raw else 0.0
+
+    @property
+    def floor_ratio(self) -> float:
+        return self.floor / self.raw if self.raw else 0.0
 
 
 # ---------------------------------------------------------------------- clients
@@ -202,6 +236,70 @@ def _raw_pg_op(job: Job, index: int) -> tuple[Op, Callable[[], None]]:
     return _raw_cycle(job, index, txn), conn.close
 
 
+def _floor_cycle(job: Job, index: int, txn: Callable[[Recorded, dict[str, str]], None]) -> Op:
+    """aibill's recorded hold and capture, on a mandate picked like aibill's, with new
+    keys and ids: the same rows aibill would write, without aibill's Python."""
+    rng = random.Random(f"{job.tag}/floor/{index}")
+    names = job.mandates
+    keys = itertools.count()
+    prefix = f"{job.tag}-{index}-"
+    t = job.template
+
+    def op() -> None:
+        mandate = names[rng.randrange(len(names))]
+        n = next(keys)
+        values = {
+            t.mandate: mandate,
+            t.hold_id: f"{mandate}:hold_f{prefix}{n}",
+            t.entry_id: f"f{prefix}{n}",
+            t.keys[0]: f"{prefix}{n}fh",
+            t.keys[1]: f"{prefix}{n}fc",
+        }
+        txn(t.hold, values)
+        txn(t.capture, values)
+
+    return op
+
+
+def _substitute(params: Params, values: dict[str, str]) -> Params:
+    """``params`` with every value that names the template's mandate, hold, entry or
+    keys replaced by this cycle's (JSON texts keep the template's: nothing keys on them)."""
+    if isinstance(params, dict):
+        return {k: values.get(v, v) if isinstance(v, str) else v for k, v in params.items()}
+    return tuple(values.get(v, v) if isinstance(v, str) else v for v in params)
+
+
+def _floor_sqlite_op(job: Job, index: int) -> tuple[Op, Callable[[], None]]:
+    conn = sqlite_connect(job.floor_target)
+    conn.execute("PRAGMA foreign_keys = ON")  # as aibill's connections
+
+    def txn(statements: Recorded, values: dict[str, str]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                conn.execute(sql, _substitute(params, values)).fetchall()
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    return _floor_cycle(job, index, txn), conn.close
+
+
+def _floor_pg_op(job: Job, index: int) -> tuple[Op, Callable[[], None]]:
+    conn = psycopg.connect(job.floor_target)  # BEGIN ... COMMIT, like SQLAlchemy
+    cur = conn.cursor()
+
+    def txn(statements: Recorded, values: dict[str, str]) -> None:
+        with conn.transaction():
+            for sql, params in statements:
+                cur.execute(sql, _substitute(params, values))
+                if cur.description is not None:
+                    cur.fetchall()
+
+    return _floor_cycle(job, index, txn), conn.close
+
+
 def _open_billing(url: str, pool_size: int) -> Billing:
     # The schema was migrated during setup; a client only connects.
     return aibill.connect(url, pool_size=pool_size, migrate=False)
@@ -226,24 +324,25 @@ def _client(job: Job, index: int, barrier: _Barrier, sink: _Sink, shared: Billin
         if billing is None:
             billing = _open_billing(job.aibill_url, pool_size=1)
             closers.append(billing.close)
-        raw, close_raw = (
-            _raw_sqlite_op(job, index) if job.case.backend == "sqlite" else _raw_pg_op(job, index)
-        )
+        sqlite = job.case.backend == "sqlite"
+        floor, close_floor = _floor_sqlite_op(job, index) if sqlite else _floor_pg_op(job, index)
+        closers.append(close_floor)
+        raw, close_raw = _raw_sqlite_op(job, index) if sqlite else _raw_pg_op(job, index)
         closers.append(close_raw)
-        ops = (_aibill_op(job, index, billing), raw)
+        ops = (_aibill_op(job, index, billing), floor, raw)
         for op in ops:
             op()  # connect, fill caches, prepare statements
         t = job.timing
         barrier.wait(BARRIER_TIMEOUT_S)  # released at the same instant for all (and the meter)
         start = time.monotonic() + t.warmup_s
         end = start + t.slices * t.slice_s
-        warm = itertools.cycle((AIBILL, RAW))
+        warm = itertools.cycle(range(len(KINDS)))
         while (now := time.monotonic()) < end:
             if now < start:
                 ops[next(warm)]()
                 continue
             k = int((now - start) / t.slice_s)
-            kind = k % 2
+            kind = k % len(KINDS)
             ops[kind]()
             done = time.monotonic()
             # Count a cycle that ended in the slice it began in, after the settling time.
@@ -319,7 +418,7 @@ class _CpuMeter:
         """Client and machine CPU cores busy, averaged over the slices of ``kind``."""
         hz = os.sysconf("SC_CLK_TCK")
         wall = client = machine = 0.0
-        for k in range(kind, len(self.samples) - 1, 2):
+        for k in range(kind, len(self.samples) - 1, len(KINDS)):
             (t0, c0, m0), (t1, c1, m1) = self.samples[k], self.samples[k + 1]
             wall += t1 - t0
             client += (c1 - c0) / hz
@@ -385,9 +484,9 @@ def measure(job: Job) -> Figures:
     if errors:
         raise RuntimeError(f"{job.case}: {errors[0]}")
     seconds = job.timing.counted_s
-    rates = [sum(o.cycles[kind] for o in outcomes) / seconds for kind in (AIBILL, RAW)]
+    rates = [sum(o.cycles[kind] for o in outcomes) / seconds for kind in range(len(KINDS))]
     client_cpu, machine_cpu = meter.cores(AIBILL)
-    return Figures(job.case, rates[AIBILL], rates[RAW], client_cpu, machine_cpu)
+    return Figures(job.case, rates[AIBILL], rates[FLOOR], rates[RAW], client_cpu, machine_cpu)
 
 
 # ------------------------------------------------------------------------ setup
@@ -423,8 +522,41 @@ RAW_ENTRIES_DDL = (
 class Backend:
     name: str
     aibill_url: str
+    floor_target: str  # aibill's database for the bare driver
     raw_target: str
     info: dict[str, str]
+    template: Template
+
+
+def record_cycle(billing: Billing) -> Template:
+    """Run one real hold and capture on a fresh mandate and keep every statement it
+    sent to the driver, in order: the fast path's and any through SQLAlchemy Core
+    (but not BEGIN: the floor opens its transactions as the raw limit does)."""
+    billing.create_mandate(FLOOR_MANDATE, billing_model="prepay_mandate", currency="CHF")
+    billing.credit(FLOOR_MANDATE, FUNDING, idempotency_key=f"fund-{FLOOR_MANDATE}")
+    seen: list[tuple[str, Params]] = []
+
+    def core(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, _many: bool
+    ) -> None:
+        if not statement.lstrip().upper().startswith("BEGIN"):
+            seen.append((statement, parameters))
+
+    def on_fast(sql: str, parameters: Any) -> None:
+        seen.append((sql, dict(parameters)))
+
+    keys = ("floor-h", "floor-c")
+    event.listen(billing.engine, "before_cursor_execute", core)
+    try:
+        with fast.observing(on_fast):
+            hold = billing.hold(FLOOR_MANDATE, amount=HOLD_AMOUNT, idempotency_key=keys[0])
+            split = len(seen)
+            entry = billing.capture(hold.id, amount=CAPTURE_AMOUNT, idempotency_key=keys[1])
+    finally:
+        event.remove(billing.engine, "before_cursor_execute", core)
+    return Template(
+        tuple(seen[:split]), tuple(seen[split:]), FLOOR_MANDATE, hold.id, entry.id, keys
+    )
 
 
 @contextmanager
@@ -438,6 +570,7 @@ def sqlite_backend(directory: str | None) -> Iterator[Backend]:
         # Setup runs with synchronous=OFF (it is not measured); clients reopen with FULL.
         with aibill.connect(f"sqlite:///{ledger}", sqlite_synchronous="OFF") as billing:
             fund(billing, (HOT_MANDATE, *mandate_names()))
+            template = record_cycle(billing)
         conn = sqlite_connect(str(raw))
         conn.execute(RAW_ACCOUNTS_DDL)
         conn.execute(RAW_ENTRIES_DDL.format(ts="TEXT"))
@@ -450,8 +583,10 @@ def sqlite_backend(directory: str | None) -> Iterator[Backend]:
         yield Backend(
             "sqlite",
             f"sqlite:///{ledger}",
+            str(ledger),
             str(raw),
             {"dir": str(root), "journal_mode": mode, "synchronous": str(sync)},
+            template,
         )
     finally:
         for path in root.glob(f"{stem}-*"):
@@ -479,6 +614,7 @@ def pg_backend(admin_url: str) -> Iterator[Backend]:
         admin.execute(f'ALTER DATABASE "{database}" SET synchronous_commit = off')
         with aibill.connect(ledger_url) as billing:
             fund(billing, (HOT_MANDATE, *mandate_names()))
+            template = record_cycle(billing)
         admin.execute(f'ALTER DATABASE "{database}" RESET synchronous_commit')
         raw = _conninfo(ledger_url)
         with psycopg.connect(raw) as conn:
@@ -494,7 +630,7 @@ def pg_backend(admin_url: str) -> Iterator[Backend]:
                 name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
                 for name in ("server_version", "synchronous_commit", "fsync", "wal_sync_method")
             }
-        yield Backend("postgres", ledger_url, raw, info)
+        yield Backend("postgres", ledger_url, raw, raw, info, template)
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin.close()
@@ -519,7 +655,17 @@ def run_case(backend: Backend, case: Case, timing: Timing) -> Figures:
         mandates, raw_accounts = mandate_names(), tuple(range(1, SPREAD + 1))
     tag = uuid.uuid4().hex[:10]
     return measure(
-        Job(case, backend.aibill_url, backend.raw_target, mandates, raw_accounts, tag, timing)
+        Job(
+            case,
+            backend.aibill_url,
+            backend.floor_target,
+            backend.raw_target,
+            mandates,
+            raw_accounts,
+            tag,
+            timing,
+            backend.template,
+        )
     )
 
 
@@ -527,7 +673,8 @@ def line(f: Figures) -> str:
     c = f.case
     return (
         f"{c.backend:<8} clients={c.clients:<2} accounts={c.accounts:<5} "
-        f"aibill={f.aibill:.1f}/s raw={f.raw:.1f}/s ratio={f.ratio:.2f}  "
+        f"aibill={f.aibill:.1f}/s floor={f.floor:.1f}/s raw={f.raw:.1f}/s "
+        f"ratio={f.ratio:.2f} floor_ratio={f.floor_ratio:.2f}  "
         f"via={c.via} client_cpu={f.client_cpu:.2f} machine_cpu={f.machine_cpu:.2f}"
     )
 
@@ -557,7 +704,9 @@ def main(argv: list[str] | None = None) -> int:
         f"# mode={'quick' if args.quick else 'full'}  warmup={timing.warmup_s}s  "
         f"{timing.slices} alternating slices of {timing.slice_s}s "
         f"(first {timing.settle_s}s of each not counted)  "
-        f"cycle = hold({HOLD_AMOUNT}) + capture({CAPTURE_AMOUNT}); raw = 2 x (UPDATE+INSERT)"
+        f"cycle = hold({HOLD_AMOUNT}) + capture({CAPTURE_AMOUNT}); "
+        "floor = the cycle's recorded statements through the bare driver; "
+        "raw = 2 x (UPDATE+INSERT)"
     )
     print(f"# background load before the run: {_background_cpu():.2f} CPU cores busy")
     results: list[Figures] = []
@@ -591,6 +740,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
     print(f"# background load after the run: {_background_cpu():.2f} CPU cores busy")
     singles = [f.ratio for f in results if f.case.clients == 1]
+    floors = [f.floor_ratio for f in results if f.case.clients == 1]
+    if floors:
+        print(
+            "# floor: aibill's own statements through the bare driver, single client, "
+            f"reach {min(floors):.2f}-{max(floors):.2f} of the raw limit"
+        )
     print(f"# elapsed {time.monotonic() - began:.1f}s")
     if singles:
         print(f"ratio_min_single_client={min(singles):.2f}")

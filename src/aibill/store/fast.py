@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,8 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 _PARAM = re.compile(r"(?<!:):(\w+)")
+Observer = Callable[[str, Mapping[str, Any]], None]
+_observers: list[Observer] = []
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for SQLite DATETIME
 
 
@@ -89,6 +92,8 @@ class Statement:
         sqlite = dialect.name == "sqlite"
         sql = self._sqlite if sqlite else self._pg
         bound = self._bind(params, sqlite)
+        for observe in _observers:
+            observe(sql, bound)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(sql, bound)
@@ -125,3 +130,15 @@ class Statement:
 
 
 row_type = Row
+
+
+@contextmanager
+def observing(observer: Observer) -> Iterator[None]:
+    """Call ``observer(sql, parameters)`` for every statement run on this path,
+    in this process, as the driver receives it: how ``bench/ledger.py`` learns
+    the exact statements of a cycle to replay them through the bare driver."""
+    _observers.append(observer)
+    try:
+        yield
+    finally:
+        _observers.remove(observer)

@@ -19,9 +19,12 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from aibill.domain.errors import InvalidRequest
+from aibill.store import fast
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_BEGIN_IMMEDIATE = fast.Statement("BEGIN IMMEDIATE")
+_BEGIN_DEFERRED = fast.Statement("BEGIN DEFERRED")
 
 
 def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 5) -> Engine:
@@ -79,9 +82,10 @@ def _sqlite_engine(url: str, synchronous: str, pool_size: int) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
+        # On the driver's cursor (store.fast): this runs once per transaction.
         if conn.get_execution_options().get("aibill_read_only"):
-            conn.exec_driver_sql("BEGIN DEFERRED")
+            _BEGIN_DEFERRED.run(conn, {})
         else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            _BEGIN_IMMEDIATE.run(conn, {})
 
     return engine

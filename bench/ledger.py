@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -647,6 +647,43 @@ def cases_for(backend: str) -> list[Case]:
     return out
 
 
+# What-ifs for the floor: what storing less per cycle would give, as upper bounds.
+# Each applies to the throwaway database after the measured cases, cumulatively.
+OPTIONAL_INDEXES = (  # used by reports, limits and a belt-and-braces check, not by the cycle
+    "ix_holds_mandate_id_status_user_id",
+    "ix_entries_mandate_id_user_id_posted_at",
+    "ix_entries_mandate_id_feature_instance_posted_at",
+    "ix_entries_mandate_id_hold_id",
+)
+WHAT_IFS = ("no-idempotency-rows", "and-fewer-indexes")
+
+
+def _without_idempotency_rows(template: Template) -> Template:
+    def keep(recorded: Recorded) -> Recorded:
+        return tuple(x for x in recorded if not x[0].startswith("INSERT INTO idempotency_keys"))
+
+    return replace(template, hold=keep(template.hold), capture=keep(template.capture))
+
+
+def apply_what_if(backend: Backend, name: str) -> Backend:
+    """The backend with ``name`` applied: a template without the idempotency record
+    inserts (as if a successful key cost nothing to keep), then also without the
+    indexes the cycle itself never reads."""
+    if name == "no-idempotency-rows":
+        return replace(backend, template=_without_idempotency_rows(backend.template))
+    drops = [f"DROP INDEX {ix}" for ix in OPTIONAL_INDEXES]
+    if backend.name == "sqlite":
+        conn = sqlite_connect(backend.floor_target)
+        for sql in drops:
+            conn.execute(sql)
+        conn.close()
+    else:
+        with psycopg.connect(backend.floor_target, autocommit=True) as pg:
+            for sql in drops:
+                pg.execute(sql)
+    return backend
+
+
 def run_case(backend: Backend, case: Case, timing: Timing) -> Figures:
     mandates: tuple[str, ...]
     raw_accounts: tuple[int, ...]
@@ -692,6 +729,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sqlite-dir", default=None, help="directory for the SQLite files (default: a temp dir)"
     )
+    parser.add_argument(
+        "--what-if",
+        action="store_true",
+        help="after the cases, measure the single-client floor again without the idempotency "
+        "record inserts, then also without the indexes the cycle never reads",
+    )
     args = parser.parse_args(argv)
     timing = QUICK if args.quick else FULL
     began = time.monotonic()
@@ -728,6 +771,17 @@ def main(argv: list[str] | None = None) -> int:
                 figures = run_case(backend, case, timing)
                 results.append(figures)
                 print(line(figures), flush=True)
+            if args.what_if:
+                for what_if in WHAT_IFS:
+                    backend = apply_what_if(backend, what_if)
+                    for accounts in (1, SPREAD):
+                        figures = run_case(backend, Case(name, 1, accounts, "threads"), timing)
+                        print(
+                            f"# what-if {what_if}: {name} clients=1 accounts={accounts:<5} "
+                            f"floor={figures.floor:.1f}/s raw={figures.raw:.1f}/s "
+                            f"floor_ratio={figures.floor_ratio:.2f}",
+                            flush=True,
+                        )
 
     by_case = {(f.case.backend, f.case.clients, f.case.accounts, f.case.via): f for f in results}
     for accounts in (1, SPREAD):

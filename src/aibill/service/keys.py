@@ -121,6 +121,30 @@ class CreatedKey:
         return self.info.key_id
 
 
+def key_refusal(
+    *,
+    revoked_at: datetime | None,
+    expires_at: datetime | None,
+    holder: bool,
+    admin: bool,
+    now: datetime,
+) -> str | None:
+    """Why a key whose secret matched no longer works at ``now``, or None when it
+    works: revoked, expired, or its user no longer holds the right to it (no
+    longer a member of the key's mandate; for an ``admin`` key, no longer a
+    system admin). The one rule for an API call (:meth:`Keys.authenticate`)
+    and for a web session opened with the key (``service.sessions``)."""
+    if revoked_at is not None:
+        return "revoked"
+    if expires_at is not None and expires_at <= now:
+        return "expired"
+    if not holder:
+        if admin:
+            return "user is no longer a system admin"
+        return "user is no longer a member of the mandate"
+    return None
+
+
 def hash_secret(secret: str) -> str:
     """SHA-256 (hex) of a key's secret part: what the store keeps."""
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
@@ -419,15 +443,13 @@ class Keys(SettingsService):
             reason = "unknown key id"
         elif not matches:
             reason = "wrong secret"
-        elif row.revoked_at is not None:
-            reason = "revoked"
-        elif row.expires_at is not None and row.expires_at <= now:
-            reason = "expired"
-        elif not row.holder:
-            reason = (
-                "user is no longer a system admin"
-                if parsed.mandate is None
-                else "user is no longer a member of the mandate"
+        else:
+            reason = key_refusal(
+                revoked_at=row.revoked_at,
+                expires_at=row.expires_at,
+                holder=bool(row.holder),
+                admin=parsed.mandate is None,
+                now=now,
             )
         if reason is not None:
             log.info("api key %s refused: %s", label, reason)

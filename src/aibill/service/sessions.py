@@ -43,6 +43,7 @@ from aibill.domain import errors as e
 from aibill.domain.model import check_name
 from aibill.domain.principal import Principal, PrincipalKind, Scope
 from aibill.service.hooks import SettingsService
+from aibill.service.keys import key_refusal
 from aibill.store.schema import (
     api_keys,
     memberships,
@@ -238,12 +239,14 @@ class Sessions(SettingsService):
             reason = "expired"
         elif row.last_seen_at + self.policy.idle <= now:
             reason = "idle"
-        elif row.revoked_at is not None:
-            reason = "key revoked"
-        elif row.key_expires_at is not None and row.key_expires_at <= now:
-            reason = "key expired"
-        elif not row.holder:
-            reason = "key holder lost the right to it"
+        elif refused := key_refusal(
+            revoked_at=row.revoked_at,
+            expires_at=row.key_expires_at,
+            holder=bool(row.holder),
+            admin=parsed.mandate is None,
+            now=now,
+        ):
+            reason = f"its key: {refused}"
         if reason is not None:
             log.info("web session %s refused: %s", parsed.session_id, reason)
             if row is not None and matches:

@@ -426,6 +426,31 @@ def test_balances_shown_are_the_services(site: Site) -> None:
     assert "40.00" in page and "EUR" in page
 
 
+def holds_shown(html: str) -> list[str]:
+    return re.findall(r'data-field="holds"[^>]*>([^<]*)<', html)
+
+
+def test_more_holds_in_flight_than_listed_are_counted_as_more(site: Site) -> None:
+    """The mandate page lists the 100 newest holds in flight; the count says
+    when there are more rather than stopping at what is listed."""
+    b = site.billing
+    alice = signed_in(site, "alice")
+    page = alice.get("/m/acme").text
+    assert holds_shown(page) == ["1"]
+    assert holds_shown(alice.get("/").text) == ["(1)"]
+    for i in range(100):
+        b.hold("acme", amount=D("0.01"), user="dave", idempotency_key=f"many-{i}")
+    page = alice.get("/m/acme").text
+    assert holds_shown(page) == ["100+"]
+    assert page.count('<code class="id"') == 100
+    assert "The 100 newest are listed." in page
+    assert holds_shown(alice.get("/").text) == ["(100+)"]
+    b.release(b.open_holds("acme", limit=1)[0].id)
+    page = alice.get("/m/acme").text
+    assert holds_shown(page) == ["100"]
+    assert "newest are listed" not in page
+
+
 def test_a_double_submitted_top_up_credits_once(site: Site) -> None:
     alice = signed_in(site, "alice")
     page = alice.get("/m/acme/admin").text

@@ -16,8 +16,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from aibill.domain import errors as e
-from aibill.domain.model import Balance, EntryKind, HistoryFilters, Mandate
+from aibill.domain.model import Balance, EntryKind, HistoryFilters, Hold, Mandate
 from aibill.domain.principal import Scope
+from aibill.service.billing import Billing
 from aibill.service.reports import UsageRow
 from aibill.web.periods import PERIODS, Period, day_range, midnight, month_start, period
 from aibill.web.routing import PageNotFound, WebRoute, page
@@ -92,7 +93,7 @@ def overview(request: Request, viewer: ViewerDep) -> HTMLResponse:
                 "trend": trend,
                 "trend_total": sum(trend, ZERO),
                 "trend_peak": max(trend) if trend else ZERO,
-                "holds": len(ledger.open_holds(mandate.id)),
+                "holds": _holds_in_flight(ledger, mandate.id)[1],
             }
         )
     return page(
@@ -117,7 +118,7 @@ def _mandate_context(request: Request, viewer: Viewer, mandate: str, tab: str) -
 def mandate_page(request: Request, mandate: str, viewer: ViewerDep) -> HTMLResponse:
     context = _mandate_context(request, viewer, mandate, "accounts")
     accounts = viewer.ledger.accounts(mandate)
-    holds = viewer.ledger.open_holds(mandate, limit=100)
+    holds, count = _holds_in_flight(viewer.ledger, mandate)
     return page(
         request,
         "mandate.html",
@@ -125,7 +126,20 @@ def mandate_page(request: Request, mandate: str, viewer: ViewerDep) -> HTMLRespo
         accounts=accounts,
         totals=Totals.of(accounts),
         holds=holds,
+        holds_count=count,
     )
+
+
+HOLDS_SHOWN = 100
+
+
+def _holds_in_flight(ledger: Billing, mandate: str) -> tuple[list[Hold], str]:
+    """The newest holds in flight (at most ``HOLDS_SHOWN``) and how many there
+    are as a person reads it: ``"100+"`` when more are pending than are shown."""
+    holds = ledger.open_holds(mandate, limit=HOLDS_SHOWN + 1)
+    if len(holds) > HOLDS_SHOWN:
+        return holds[:HOLDS_SHOWN], f"{HOLDS_SHOWN}+"
+    return holds, str(len(holds))
 
 
 # ------------------------------------------------------------- transactions

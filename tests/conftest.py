@@ -1,8 +1,10 @@
 """Fixtures: every ledger test runs on a real SQLite file and a real PostgreSQL.
 
 PostgreSQL is at ``AIBILL_TEST_PG`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``,
-used only to create throwaway databases). Each test gets its own database,
-cloned from a migrated template. When ``CI=true`` an unreachable PostgreSQL
+used only to create throwaway databases). Each test gets an empty, migrated
+database of its own: on SQLite a copy of a file migrated once; on PostgreSQL a
+clone of a migrated template, emptied and handed to the next test when this one
+is done (see ``PostgresServer``). When ``CI=true`` an unreachable PostgreSQL
 fails the PostgreSQL tests; elsewhere they are skipped with the reason.
 """
 

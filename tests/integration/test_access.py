@@ -4,6 +4,7 @@ admins, roles, custom roles and rules, and decisions that fail closed."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from sqlalchemy import Connection, event, insert
 from sqlalchemy.exc import OperationalError
 
+import aibill
 from aibill import (
     Billing,
     InvalidRequest,
@@ -151,10 +153,65 @@ def test_sysadmin_is_allowed_everywhere(billing: Billing, access: Access, acme: 
     assert not access.is_provider_allowed(acme, "root", "unregistered")
     # and an unknown mandate is still unknown
     assert not access.is_provider_allowed("nowhere", "root", "mistral")
+    billing.add_user("ops")
+    access.add_sysadmin("ops")  # the platform keeps a system admin
     access.remove_sysadmin("root")
     access.remove_sysadmin("root")
     assert not access.is_sysadmin("root")
     assert not access.is_provider_allowed(acme, "root", "mistral")
+
+
+def test_the_last_system_admin_cannot_be_removed(billing: Billing, access: Access) -> None:
+    """The platform always has someone to run it: the successor comes first."""
+    for user in ("root", "ops"):
+        billing.add_user(user)
+    access.add_sysadmin("root")
+    before = billing.audit_log(limit=100).records
+    with pytest.raises(aibill.LastSystemAdmin) as refused:
+        access.remove_sysadmin("root")
+    assert refused.value.code == "last_sysadmin"
+    assert "only system admin" in refused.value.message
+    assert access.is_sysadmin("root")
+    assert billing.audit_log(limit=100).records == before  # nothing written
+    access.add_sysadmin("ops")
+    access.remove_sysadmin("root")
+    assert not access.is_sysadmin("root")
+    with pytest.raises(aibill.LastSystemAdmin):
+        access.remove_sysadmin("ops")
+    access.remove_sysadmin("root")  # not one: nothing to remove, nothing refused
+    assert access.is_sysadmin("ops")
+
+
+def test_two_admins_removing_each_other_at_once_leave_one(db_url: str) -> None:
+    """Real threads on real connections: one removal wins, the other is refused."""
+    setup = aibill.connect(db_url)
+    for user in ("root", "ops"):
+        setup.add_user(user)
+        setup.access.add_sysadmin(user)
+    setup.close()
+    outcomes: list[str] = []
+    start = threading.Barrier(2)
+
+    def remove(user: str) -> None:
+        ledger = aibill.connect(db_url, migrate=False)
+        try:
+            start.wait(timeout=30)
+            ledger.access.remove_sysadmin(user)
+            outcomes.append("removed")
+        except aibill.LastSystemAdmin:
+            outcomes.append("refused")
+        finally:
+            ledger.close()
+
+    threads = [threading.Thread(target=remove, args=(u,)) for u in ("root", "ops")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes) == ["refused", "removed"]
+    check = aibill.connect(db_url, migrate=False)
+    assert [check.access.is_sysadmin(u) for u in ("root", "ops")].count(True) == 1
+    check.close()
 
 
 def test_sysadmin_needs_an_existing_user(access: Access) -> None:

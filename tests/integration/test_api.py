@@ -460,6 +460,10 @@ def test_settings_roles_sysadmins_and_platform_keys(
     client.post(f"/v1/keys/{created['key']['id']}/revoke", headers=auth(root))
     is_problem(client.get("/v1/keys", headers=auth(created["secret"])), 401, "invalid_api_key")
     assert client.delete("/v1/sysadmins/alice", headers=auth(root)).status_code == 204
+    # root is now the only one: the platform keeps its last system admin.
+    last = is_problem(client.delete("/v1/sysadmins/root", headers=auth(root)), 409, "last_sysadmin")
+    assert "only system admin" in last["detail"]
+    assert client.get("/v1/sysadmins/root", headers=auth(root)).json() == {"sysadmin": True}
 
 
 def test_expired_holds_are_counted(billing: Billing, clock: ManualClock) -> None:

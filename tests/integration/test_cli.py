@@ -536,6 +536,11 @@ def test_system_admins_are_named_and_removed(cli: Cli) -> None:
     assert cli.json("sysadmin", "check", "vera") == {"user": "vera", "sysadmin": False}
     assert cli.run("sysadmin", "add", "vera").stdout.strip() == "vera is a system admin"
     assert cli.json("sysadmin", "check", "vera")["sysadmin"] is True
+    if cli.base[0] == "--db":  # a local ledger: vera is its only system admin (remote: root too)
+        refused = cli.run("sysadmin", "remove", "vera", code=EXIT_MISUSE)
+        assert "[last_sysadmin]" in refused.stderr and "only system admin" in refused.stderr
+        cli.run("user", "add", "walt")
+        cli.run("sysadmin", "add", "walt")
     cli.run("sysadmin", "remove", "vera")
     assert cli.json("sysadmin", "check", "vera")["sysadmin"] is False
     assert "[unknown_user]" in cli.run("sysadmin", "add", "nobody", code=EXIT_MISUSE).stderr

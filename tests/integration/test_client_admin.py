@@ -435,6 +435,7 @@ def test_pricing_access_and_keys_agree(
     assert root.same(lambda b: b.access.is_sysadmin("dave")) is True
     assert root.same(lambda b: b.access.remove_sysadmin("dave")) is None
     assert root.same(lambda b: b.access.is_sysadmin("dave")) is False
+    root.refused(lambda b: b.access.remove_sysadmin("root"), aibill.LastSystemAdmin)
     assert alice.same(lambda b: b.access.grant_role("acme", "carol", "viewer")) == [
         "member",
         "viewer",

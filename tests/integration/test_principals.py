@@ -361,10 +361,14 @@ def test_a_setting_repeated_unchanged_records_nothing(two: Billing) -> None:
     two.access.register_provider("openai", display_name="OpenAI (EU)")
     latest = two.audit_log().records[0]
     assert latest.before == {"enabled": True, "display_name": "OpenAI"}
+    two.add_user("walt")
+    two.access.add_sysadmin("walt")  # the platform keeps a system admin
     two.access.remove_sysadmin("vera")
     two.access.remove_sysadmin("vera")
-    assert [r.action for r in two.audit_log().records[:2]] == [
+    assert [r.action for r in two.audit_log().records[:4]] == [
         "sysadmin.remove",
+        "sysadmin.add",
+        "user.add",
         "provider.register",
     ]
 

@@ -303,6 +303,8 @@ def test_a_system_admins_session_lives_with_the_platform(site: Site) -> None:
     with site.billing.engine.connect() as conn:
         assert len(conn.execute(select(platform_web_sessions)).all()) == 1
         assert conn.execute(select(web_sessions)).all() == []
+    site.billing.add_user("ops")
+    site.billing.access.add_sysadmin("ops")  # the platform keeps a system admin
     site.billing.access.remove_sysadmin("root")
     assert client.get("/", follow_redirects=False).status_code == 303
 

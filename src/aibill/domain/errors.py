@@ -186,6 +186,12 @@ class HoldsInFlight(Conflict):
     code = "holds_in_flight"
 
 
+class LastSystemAdmin(Conflict):
+    """Removing this system admin would leave the platform with none."""
+
+    code = "last_sysadmin"
+
+
 class PermissionDenied(AibillError):
     code = "permission_denied"
 

@@ -278,15 +278,31 @@ class Access(SettingsService):
         self._write(work)
 
     def remove_sysadmin(self, user: str) -> None:
-        """Take the system-admin role from a user (idempotent)."""
+        """Take the system-admin role from a user (idempotent).
+
+        Refused with ``LastSystemAdmin`` when the user is the only system admin:
+        the platform would have nobody to run it (add the successor first).
+        """
         check_name(user, "user")
 
         def work(conn: Connection) -> None:
             self._authorize(conn, None, Scope.ADMIN)
             _require_user(conn, user)
-            if _is_sysadmin(conn, user):
-                self._auditor(conn, None, "sysadmin.remove", user, None, None)
-                conn.execute(delete(platform_admins).where(platform_admins.c.user_id == user))
+            if not _is_sysadmin(conn, user):
+                return
+            # Every admin row locked (SQLite: the write lock taken at BEGIN), so two
+            # admins removing each other at once cannot both see the other remain.
+            admins = (
+                conn.execute(select(platform_admins.c.user_id).with_for_update()).scalars().all()
+            )
+            if set(admins) <= {user}:
+                raise e.LastSystemAdmin(
+                    f"{user!r} is the only system admin; make another user a system admin "
+                    "before removing this one.",
+                    user=user,
+                )
+            self._auditor(conn, None, "sysadmin.remove", user, None, None)
+            conn.execute(delete(platform_admins).where(platform_admins.c.user_id == user))
 
         self._write(work)
 

@@ -317,7 +317,10 @@ def sysadmin_add(user: str, as_json: JsonFlag = False) -> None:
 
 
 def sysadmin_remove(user: str, as_json: JsonFlag = False) -> None:
-    """Take the system-admin role away (their admin keys stop working)."""
+    """Take the system-admin role away (their admin keys stop working).
+
+    The only system admin cannot be removed (last_sysadmin): add the successor first.
+    """
     st = use(as_json)
     st.backend().access.remove_sysadmin(user)
     _sysadmin(st, user, False)

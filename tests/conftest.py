@@ -139,7 +139,7 @@ class PostgresServer:
             return False
 
     def close(self) -> None:
-        for name in [*self._spare, *self._made]:
+        for name in self._made:  # the spare ones among them
             self._exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if self.template:
             self._exec(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')

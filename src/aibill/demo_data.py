@@ -33,8 +33,9 @@ dashboard's browser tests) see real balances, reports and audit records at once:
   much busier than weekends, people in their working hours (acme and globex
   in Central Europe, initech on the US east coast), nightly automation runs,
   cheap models often and expensive ones rarely. Twelve holds: eight captured,
-  two released (the call failed) and two still in flight at ``now`` (a week
-  to live), so a dashboard shows holds in flight.
+  two released (the call failed) and two still in flight at ``now``: calls
+  running for under three minutes, with the default 15 minutes to live, so a
+  dashboard shows holds in flight.
 
 The records are posted with ``already_happened=True``, as a gateway's
 after-the-call record is: usage that happened is never refused, only marked.
@@ -65,6 +66,10 @@ and its summary says everything was already there; run later with another
 ``now`` it replays the first run. The same seed gives the same data, apart
 from timestamps, which are relative to ``now``.
 
+It fills only a ledger it made: mandates named as its own that it did not
+create (the README's ``acme``, say) make it refuse with ``DemoWouldMerge``
+and write nothing.
+
 Note: this adds a system admin (``platform.ops``), so ``aibill serve`` started
 on the filled database for the first time creates no bootstrap key; create
 a key for ``platform.ops`` with ``billing.keys.create_key`` instead.
@@ -82,12 +87,13 @@ from functools import partial
 from typing import Final
 
 from aibill.domain.clock import ManualClock
+from aibill.domain.errors import Conflict
 from aibill.domain.model import BillingModel, Entry, Mandate
 from aibill.domain.principal import SYSTEM
 from aibill.pricing.catalog import Usage
 from aibill.service.billing import Billing
 
-__all__ = ["DemoSummary", "Money", "Tally", "fill"]
+__all__ = ["DemoSummary", "DemoWouldMerge", "Money", "Tally", "fill"]
 
 DAYS: Final = 30
 """The demo month: the 30 calendar days (UTC) up to and including ``now``'s."""
@@ -95,7 +101,27 @@ RECORDS_PER_TRANCHE: Final = 1000
 """Prepaid accounts get one payment per started 1,000 records."""
 RATE_SOURCE: Final = "demo:ecb"
 """The ``source`` of the demo's exchange rates (how a second run recognises them)."""
-PENDING_TTL_S: Final = 7 * 24 * 3600
+PENDING_TTL_S: Final = 15 * 60
+"""The in-flight holds' time to live: the ledger's default, as a gateway's holds have."""
+PENDING_AGES_S: Final = (40, 150)
+"""How long before ``now`` the two in-flight holds were placed (calls still running)."""
+
+
+class DemoWouldMerge(Conflict):
+    """The ledger has mandates of the demo's names that the demo did not make:
+    filling it would mix a month of invented data into real ones."""
+
+    code = "demo_would_merge"
+
+    def __init__(self, mandates: list[str]) -> None:
+        names = ", ".join(mandates)
+        super().__init__(
+            f"The demo fills only a ledger it made: mandate(s) {names} already exist here and"
+            " were not created by it, so nothing was written. Run the demo on a fresh file,"
+            " for example: ./scripts/run --db demo.db demo",
+            mandates=mandates,
+        )
+
 
 # ----------------------------------------------------------------- the cast
 
@@ -745,6 +771,20 @@ class _Filler:
         b, n = self.ledger, self.counts
         self.clock.set(self.cal.day(-1, 8.0))
         known = {m.id for m in b.mandates()}
+        # The demo's system admin is its first write: a ledger that has it was
+        # filled by the demo, and a mandate of the demo's names found without it
+        # was made by somebody else, whose data the demo must not touch.
+        users = set(b.users())
+        is_admin = SYSADMIN_USER in users and b.access.is_sysadmin(SYSADMIN_USER)
+        foreign = [plan.id for plan in _MANDATES if plan.id in known]
+        if foreign and not is_admin:
+            raise DemoWouldMerge(foreign)
+        everyone = [SYSADMIN_USER, *sorted({u for m in _MANDATES for u, _, _ in m.users})]
+        if SYSADMIN_USER not in users:
+            b.add_user(SYSADMIN_USER)
+        if not is_admin:
+            b.access.add_sysadmin(SYSADMIN_USER)
+        n["sysadmins"].add(not is_admin)
         for plan in _MANDATES:
             created = b.create_mandate(
                 plan.id, billing_model=plan.billing_model, currency=plan.currency
@@ -753,15 +793,9 @@ class _Filler:
             n["mandates"].add(plan.id not in known)
 
         self.clock.set(self.cal.day(-1, 8.25))
-        users = set(b.users())
-        everyone = [SYSADMIN_USER, *sorted({u for m in _MANDATES for u, _, _ in m.users})]
         for user in everyone:
             b.add_user(user)
             n["users"].add(user not in users)
-        is_admin = b.access.is_sysadmin(SYSADMIN_USER)
-        if not is_admin:
-            b.access.add_sysadmin(SYSADMIN_USER)
-        n["sysadmins"].add(not is_admin)
 
         self.clock.set(self.cal.day(-1, 8.5))
         registered = {p.provider: p for p in b.access.providers()}
@@ -1041,7 +1075,9 @@ def _holds(seed: int, cal: _Calendar) -> list[_HoldSpec]:
             feature = "chatplayground"
         delay = rng.randint(3, 90)
         if fate == "pending":
-            at = cal.now - timedelta(minutes=4 + 9 * (j - 10))
+            # Calls running now: placed seconds to a few minutes ago, with the
+            # default time to live, as a gateway's holds are.
+            at = cal.now - timedelta(seconds=PENDING_AGES_S[j - 10])
             ttl = PENDING_TTL_S
         else:
             at = cal.when(_rng(seed, "hold-time", j), feature, plan.utc_offset_h, 120)

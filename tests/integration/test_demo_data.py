@@ -14,7 +14,7 @@ import pytest
 
 import aibill
 from aibill import Billing, BillingModel, EntryKind, ManualClock
-from aibill.demo_data import DemoSummary, fill
+from aibill.demo_data import DemoSummary, DemoWouldMerge, fill
 
 RECORDS = 150
 MANDATES = ("acme", "globex", "initech")
@@ -187,7 +187,10 @@ def test_holds_captured_released_and_in_flight(
     assert summary.holds_captured >= 1
     in_flight = [h for m in MANDATES for h in billing.open_holds(m)]
     assert len(in_flight) == summary.holds_pending
-    assert all(h.expires_at > clock() + timedelta(days=1) for h in in_flight)
+    # Calls running now: placed minutes ago, alive for the default quarter of an hour.
+    assert all(clock() - timedelta(minutes=3) < h.created_at < clock() for h in in_flight)
+    assert all(h.expires_at == h.created_at + timedelta(minutes=15) for h in in_flight)
+    assert all(h.expires_at > clock() + timedelta(minutes=10) for h in in_flight)
     assert sum(billing.balance(h.mandate, user=h.user).pending for h in in_flight) > 0
     captured = [e for m in MANDATES for e in all_entries(billing, m) if e.hold_id is not None]
     assert len(captured) == summary.holds_captured
@@ -253,3 +256,42 @@ def test_the_summary_shows_money_exactly() -> None:
     from aibill.demo_data import Money
 
     assert str(Money(Decimal("1234.266351"), "CHF")) == "1,234.266351 CHF"
+
+
+def test_the_demo_never_touches_a_mandate_it_did_not_make(billing: Billing) -> None:
+    """A ledger where somebody made ``acme`` (the README's walk-through does) is
+    refused whole, with how to run the demo instead, and nothing is written."""
+    billing.create_mandate("acme", billing_model="prepay_mandate", currency="CHF")
+    billing.add_user("alice")
+    billing.add_member("acme", "alice")
+    billing.credit("acme", Decimal("100"), reason="payment", idempotency_key="pay-1")
+    before = {
+        "entries": all_entries(billing, "acme"),
+        "users": billing.users(),
+        "mandates": billing.mandates(),
+        "audit": all_audit(billing, None),
+    }
+    with pytest.raises(DemoWouldMerge) as refused:
+        fill(billing, records=RECORDS)
+    assert refused.value.code == "demo_would_merge"
+    assert "acme" in refused.value.message and "--db demo.db demo" in refused.value.message
+    after = {
+        "entries": all_entries(billing, "acme"),
+        "users": billing.users(),
+        "mandates": billing.mandates(),
+        "audit": all_audit(billing, None),
+    }
+    assert after == before
+
+
+def test_a_demo_interrupted_after_its_first_mandate_finishes_on_a_second_run(
+    billing: Billing, clock: ManualClock
+) -> None:
+    """The demo's own mandates are recognised by the demo's system admin, which it
+    writes first: a run cut short after making acme is completed, not refused."""
+    billing.add_user("platform.ops")
+    billing.access.add_sysadmin("platform.ops")
+    billing.create_mandate("acme", billing_model="prepay_mandate", currency="CHF")
+    summary = fill(billing, records=RECORDS)
+    assert summary.mandate_count.created == 2 and summary.mandate_count.present == 1
+    assert billing.balance("acme").balance > 0

@@ -14,6 +14,7 @@ from aibill.cli.core import (
     JsonFlag,
     State,
     begin,
+    command,
     example,
     print_json,
     progress,
@@ -190,12 +191,17 @@ def demo(
         for line in summary.lines():
             say(st, line)
         say(st, "")
-        say(st, "Next: aibill report acme --by provider   |   aibill balance globex --all")
-        say(
-            st,
-            f"A key for the dashboard or --url: aibill key create --user "
-            f"{demo_data.SYSADMIN_USER} --scope billing:read --scope billing:admin",
+        report, balance = (
+            command(st, "report acme --by provider"),
+            command(st, "balance globex --all"),
         )
+        say(st, f"Next: {report}   |   {balance}")
+        key = command(
+            st,
+            f"key create --user {demo_data.SYSADMIN_USER} --scope billing:read"
+            " --scope billing:admin",
+        )
+        say(st, f"A key for the dashboard or --url: {key}")
 
 
 @app.command(epilog=example("aibill verify", "aibill verify acme --json"))

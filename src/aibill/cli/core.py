@@ -254,6 +254,19 @@ Until = Annotated[
 ]
 
 
+COMMAND_ENV = "AIBILL_COMMAND"
+"""How the user started aibill (``./scripts/run`` sets it), so that the commands a
+hint suggests are typed as the user types them."""
+
+
+def command(st: State, args: str) -> str:
+    """An aibill command line to suggest, as the user can run it: through the
+    command they used (``aibill``, or ``./scripts/run``), on the same ``--db``."""
+    prog = os.environ.get(COMMAND_ENV, "").strip() or "aibill"
+    where = f" --db {st.db}" if st.db and not st.remote else ""
+    return f"{prog}{where} {args}"
+
+
 def example(*lines: str) -> str:
     """A help epilog of example invocations."""
     return "Example:\n\n" + "\n\n".join(f"  $ {line}" for line in lines)

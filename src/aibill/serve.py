@@ -11,39 +11,55 @@ by :func:`app_factory` from the ``AIBILL_*`` environment, which is also how to
 run aibill under another process manager::
 
     uvicorn --factory aibill.serve:app_factory --workers 4
+
+A worker process started by a parent (uvicorn's supervisor) exits when that
+parent dies, however it dies (:func:`die_with_parent`), so a killed service
+leaves no unsupervised workers holding its port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import aibill
 from aibill.api import create_app
+from aibill.api.throttle import AuthThrottle
 from aibill.domain.principal import Scope
 from aibill.service.billing import Billing
 from aibill.settings import Settings, load_settings
+from aibill.store.engine import StoreTimeouts, make_engine
+from aibill.store.migrate import upgrade
 from aibill.store.schema import platform_admins
 
 BOOTSTRAP_USER = "admin"
 BOOTSTRAP_KEY_NAME = "bootstrap"
 STARTUP_FAILURE = 3
 GRACEFUL_SHUTDOWN_S = 30
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 1.0
+MIGRATION_STATEMENT_TIMEOUT_S = 3600.0
 log = logging.getLogger("aibill.serve")
 
 
@@ -167,8 +183,91 @@ def log_config(log_format: str) -> dict[str, Any]:
     }
 
 
+def store_timeouts(settings: Settings) -> StoreTimeouts:
+    return StoreTimeouts(
+        connect_s=settings.db_connect_timeout_s,
+        statement_s=settings.db_statement_timeout_s,
+        pool_s=settings.db_pool_timeout_s,
+    )
+
+
 def _connect(settings: Settings) -> Billing:
-    return aibill.connect(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    """The ledger, its schema brought up to date, with the settings' timeouts.
+    Migrations run on an engine of their own whose statements may take up to
+    an hour (rewriting a large table can take longer than a request may)."""
+    timeouts = store_timeouts(settings)
+    engine = make_engine(
+        settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, timeouts=timeouts
+    )
+    # SQLite has no statement timeout (and an in-memory ledger lives in one engine).
+    migrating = engine
+    if not settings.is_sqlite:
+        long = replace(timeouts, statement_s=MIGRATION_STATEMENT_TIMEOUT_S)
+        migrating = make_engine(settings.database_url, pool_size=1, timeouts=long)
+    try:
+        upgrade(migrating)
+    except BaseException:
+        engine.dispose()
+        raise
+    finally:
+        if migrating is not engine:
+            migrating.dispose()
+    return Billing(engine)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's reason, on one line (for the operator's console only)."""
+    cause: BaseException = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return lines[0] if lines else type(cause).__name__
+
+
+def die_with_parent() -> None:
+    """In a worker process started by a parent (uvicorn's supervisor, through
+    multiprocessing), arrange to receive SIGTERM when that parent dies, even by
+    SIGKILL: on Linux with ``prctl(PR_SET_PDEATHSIG)``, elsewhere with a thread
+    that checks the parent every second. SIGTERM is uvicorn's graceful stop: the
+    worker closes its listening socket at once and finishes its requests.
+    Nothing happens in a process not started by multiprocessing (uvicorn
+    without ``--workers``, which its own process manager watches)."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return
+    parent_pid = parent.pid
+    if not _pdeathsig(signal.SIGTERM):
+        threading.Thread(
+            target=_watch_parent, args=(parent_pid,), name="aibill-parent-watch", daemon=True
+        ).start()
+    if os.getppid() != parent_pid:  # it died before the signal was arranged
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _pdeathsig(sig: int) -> bool:
+    """Linux's parent-death signal for this process; False where there is none."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return bool(libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    log.warning("the parent process %d is gone: stopping this worker", parent_pid)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _create_app(billing: Billing, settings: Settings) -> FastAPI:
+    """The app with the settings' session lifetimes and failure budget (one
+    budget per worker process: see ``aibill.api.throttle``)."""
+    return create_app(
+        billing,
+        session_policy=settings.session_policy,
+        auth_throttle=AuthThrottle(settings.auth_budget),
+    )
 
 
 def app_factory() -> FastAPI:
@@ -176,9 +275,10 @@ def app_factory() -> FastAPI:
     names; what each worker process runs (``uvicorn --factory aibill.serve:app_factory``).
     Applies pending migrations (run ``aibill migrate`` first when starting several
     workers on a new database) and closes its connections on shutdown."""
+    die_with_parent()
     settings = load_settings()
     billing = _connect(settings)
-    app = create_app(billing, session_policy=settings.session_policy)
+    app = _create_app(billing, settings)
     inner = app.router.lifespan_context
 
     @asynccontextmanager
@@ -291,6 +391,14 @@ def serve(
         sock.close()
         say(f"aibill serve: error [{exc.code}]: {exc.message}", err)
         return 2
+    except (SQLAlchemyError, OSError) as exc:  # the database cannot be reached or used
+        sock.close()
+        say(
+            f"aibill serve: error [store_unavailable]: cannot use the database"
+            f" {settings.display_url}: {_first_line(exc)}",
+            err,
+        )
+        return 2
     say(f"aibill: database {settings.display_url} (schema current)")
     if boot is not None:
         say(bootstrap_banner(boot, url))
@@ -308,7 +416,7 @@ def serve(
     }
 
     if workers_n == 1:
-        app = create_app(billing, session_policy=settings.session_policy)
+        app = _create_app(billing, settings)
         config = uvicorn.Config(app, **config_kwargs)
         server = uvicorn.Server(config)
         try:

@@ -27,6 +27,13 @@ from pydantic_settings import (
 )
 from sqlalchemy.engine import make_url
 
+from aibill.domain.throttle import (
+    DEFAULT_BURST,
+    DEFAULT_PER_MINUTE,
+    MAX_BURST,
+    MAX_PER_MINUTE,
+    FailureBudget,
+)
 from aibill.service.sessions import SessionPolicy
 
 CONFIG_ENV = "AIBILL_CONFIG"
@@ -73,6 +80,43 @@ class Settings(BaseSettings):
         ge=1,
         le=24 * 30,
         description="A dashboard session ends this many hours after sign-in, however busy.",
+    )
+
+    auth_throttle: bool = Field(
+        default=True,
+        description="Answer 429 to a client address or API key id after too many failed"
+        " authentications (only failures count; see docs/api-keys.md).",
+    )
+    auth_failure_burst: int = Field(
+        default=DEFAULT_BURST,
+        ge=1,
+        le=MAX_BURST,
+        description="Failed authentications an address or key id may make at once.",
+    )
+    auth_failures_per_minute: int = Field(
+        default=DEFAULT_PER_MINUTE,
+        ge=1,
+        le=MAX_PER_MINUTE,
+        description="After the burst, failed authentications allowed per minute.",
+    )
+
+    db_connect_timeout_s: int = Field(
+        default=5,
+        ge=2,
+        le=300,
+        description="Give up making a PostgreSQL connection after this many seconds (at least 2).",
+    )
+    db_statement_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="PostgreSQL cancels one statement (lock waits included) after this long.",
+    )
+    db_pool_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A request waits this long for a free connection from the pool.",
     )
 
     @field_validator("sqlite_synchronous", mode="before")
@@ -148,6 +192,12 @@ class Settings(BaseSettings):
             "AIBILL_SQLITE_SYNCHRONOUS": self.sqlite_synchronous,
             "AIBILL_SESSION_IDLE_MINUTES": str(self.session_idle_minutes),
             "AIBILL_SESSION_HOURS": str(self.session_hours),
+            "AIBILL_AUTH_THROTTLE": str(self.auth_throttle).lower(),
+            "AIBILL_AUTH_FAILURE_BURST": str(self.auth_failure_burst),
+            "AIBILL_AUTH_FAILURES_PER_MINUTE": str(self.auth_failures_per_minute),
+            "AIBILL_DB_CONNECT_TIMEOUT_S": str(self.db_connect_timeout_s),
+            "AIBILL_DB_STATEMENT_TIMEOUT_S": str(self.db_statement_timeout_s),
+            "AIBILL_DB_POOL_TIMEOUT_S": str(self.db_pool_timeout_s),
         }
 
     @property
@@ -156,6 +206,15 @@ class Settings(BaseSettings):
         return SessionPolicy(
             idle=timedelta(minutes=self.session_idle_minutes),
             absolute=timedelta(hours=self.session_hours),
+        )
+
+    @property
+    def auth_budget(self) -> FailureBudget:
+        """The failure budget of each client address and API key id."""
+        return FailureBudget(
+            burst=self.auth_failure_burst,
+            per_minute=self.auth_failures_per_minute,
+            enabled=self.auth_throttle,
         )
 
 

@@ -4,7 +4,14 @@ deadlock, SQLite busy, or a unique key that a racing transaction took first,
 after which the retry reads what that transaction wrote).
 
 Anything else the driver raises is translated into ``StoreUnavailable`` with
-the original attached, so callers only ever see aibill's error tree.
+the original attached, so callers only ever see aibill's error tree; its
+message is generic and the driver's text (which names hosts and ports) is
+logged instead.
+
+Waiting is bounded: a connection that cannot be made (the engine's connect
+timeout) or a pool that stays full (its pool timeout) is not retried, and a
+connection that died under a unit of work is replaced once, so a database that
+does not answer costs a caller one connect timeout, not one per attempt.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from aibill.domain.errors import AibillError, StoreUnavailable
 
@@ -24,6 +32,7 @@ T = TypeVar("T")
 log = logging.getLogger("aibill.store")
 
 MAX_ATTEMPTS = 8
+MAX_RECONNECTS = 1
 BACKOFF_BASE_S = 0.002
 BACKOFF_CAP_S = 0.25
 
@@ -82,22 +91,39 @@ def run(
     ``work`` may return a ``Deferred`` refusal: the transaction commits and the
     refusal is raised afterwards.
     """
+    reconnects = 0
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            with engine.connect() as raw:
+            with _connect(engine) as raw:
                 conn = raw.execution_options(**_read_options(engine)) if read_only else raw
                 with conn.begin():
                     result = work(conn)
         except DBAPIError as exc:
-            if is_retryable(exc) and attempt < MAX_ATTEMPTS:
+            if exc.connection_invalidated:
+                reconnects += 1
+            if is_retryable(exc) and attempt < MAX_ATTEMPTS and reconnects <= MAX_RECONNECTS:
                 delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * random.random()
                 log.info("retrying transaction (attempt %d): %s", attempt, exc.orig)
                 time.sleep(delay)
                 continue
-            raise StoreUnavailable(
-                f"The database could not complete the operation: {exc.orig}"
-            ) from exc
+            log.warning("the database could not complete a unit of work: %s", exc.orig)
+            raise StoreUnavailable() from exc
         if isinstance(result, Deferred):
             raise result.error
         return result
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _connect(engine: Engine) -> Connection:
+    """A connection from the pool, or ``StoreUnavailable`` when none can be had
+    within the engine's pool and connect timeouts (not retried: each try would
+    wait as long again). Only SQLite's "busy" while setting up a new
+    connection goes back to the retry loop."""
+    try:
+        return engine.connect()
+    except (DBAPIError, PoolTimeout) as exc:
+        if isinstance(exc, DBAPIError) and not exc.connection_invalidated and is_retryable(exc):
+            raise
+        reason = exc.orig if isinstance(exc, DBAPIError) else exc
+        log.warning("cannot get a database connection: %s", reason)
+        raise StoreUnavailable() from exc

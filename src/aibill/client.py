@@ -118,7 +118,9 @@ class Client:
     ``retries`` times (so at most ``retries + 1`` attempts) with exponential
     backoff and jitter starting at ``backoff_s``; every retry of a write
     carries the same idempotency key, so the service applies it at most once.
-    Other errors (every 4xx) are never retried. When the retries run out the
+    Other errors (every 4xx) are never retried: a 429 after failed
+    authentications raises ``TooManyFailedAttempts`` at once, its
+    ``retry_after_s`` saying when the service will listen again. When the retries run out the
     call raises :class:`ServiceUnavailable` (or the service's own error, such
     as ``StoreUnavailable``, if it sent one).
 
@@ -566,7 +568,7 @@ class Client:
         mandate: str,
         *,
         page_size: int = 1000,
-        spreadsheet_safe: bool = False,
+        spreadsheet_safe: bool = True,
         **filters: Unpack[HistoryFilters],
     ) -> Iterator[str]:
         """The history as CSV lines (each ending ``\\r\\n``), header first, newest
@@ -582,7 +584,7 @@ class Client:
         out: TextIO,
         *,
         page_size: int = 1000,
-        spreadsheet_safe: bool = False,
+        spreadsheet_safe: bool = True,
         **filters: Unpack[HistoryFilters],
     ) -> int:
         """Write the history as CSV to ``out``; returns the number of entries written."""
@@ -596,7 +598,7 @@ class Client:
         mandate: str,
         *,
         group_by: GroupBy = ("day",),
-        spreadsheet_safe: bool = False,
+        spreadsheet_safe: bool = True,
         **filters: Unpack[UsageFilters],
     ) -> Iterator[str]:
         """``usage_report()`` as CSV lines, header first, read as they are iterated."""
@@ -609,7 +611,7 @@ class Client:
         out: TextIO,
         *,
         group_by: GroupBy = ("day",),
-        spreadsheet_safe: bool = False,
+        spreadsheet_safe: bool = True,
         **filters: Unpack[UsageFilters],
     ) -> int:
         """Write ``usage_report()`` as CSV to ``out``; returns the number of groups written."""
@@ -1392,4 +1394,7 @@ def _error(status: int, problem: dict[str, Any]) -> e.AibillError:
         error.required = details.get("required", Decimal(0))
     if isinstance(error, e.IdempotencyConflict):
         error.field = str(details.get("field", ""))
+    if isinstance(error, e.TooManyFailedAttempts):
+        wait = details.get("retry_after_s")
+        error.retry_after_s = wait if isinstance(wait, int) and wait > 0 else 1
     return error

@@ -1,12 +1,16 @@
-"""Request dependencies: who is asking, and the idempotency key of a write."""
+"""Request dependencies: who is asking, the idempotency key of a write, and
+the check that every text of a request can be stored (DESIGN rule 12)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.routing import APIRoute
 
+from aibill.api.throttle import auth_throttle, client_address
 from aibill.domain import errors as e
+from aibill.domain.text import check_line, find_unstorable
 from aibill.service.billing import Billing
 
 MAX_KEY_LENGTH = 200
@@ -17,19 +21,54 @@ def system_billing(request: Request) -> Billing:
     return billing
 
 
+async def storable_text(request: Request) -> None:
+    """Refuse a request any of whose texts no database can store (a lone
+    surrogate, written ``\\ud800`` in JSON, or a NUL), wherever it is: a path
+    parameter, a query parameter, or anywhere in a JSON body, object keys
+    included. A 422 ``invalid_request`` naming the field by its path
+    (``metadata.note``), before the key is looked up. The services check every
+    text they take in any case (and more strictly); this is the second line."""
+    hit = find_unstorable(dict(request.path_params))
+    for name, value in request.query_params.multi_items():
+        hit = hit or find_unstorable({name: value})
+    route = request.scope.get("route")
+    if hit is None and isinstance(route, APIRoute) and route.body_field is not None:
+        try:
+            body = await request.json()  # already read and parsed for the route
+        except ValueError:  # not JSON: the route's own validation answers
+            body = None
+        hit = find_unstorable(body)
+    if hit is not None:
+        field, what = hit
+        raise e.InvalidRequest(
+            f"{field or 'The request body'} has {what}; text must be valid Unicode without NUL.",
+            field=field or "body",
+        )
+
+
 def principal_billing(
     request: Request,
+    _text: Annotated[None, Depends(storable_text)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> Billing:
     """The ledger acting for the holder of the request's API key.
 
     Every endpoint but the health checks needs ``Authorization: Bearer <key>``;
     a missing or refused key is 401 with the same answer whatever the reason.
+    After too many refused keys from the client's address, or for the key id
+    presented, it is 429 before the key is looked up (:mod:`aibill.api.throttle`).
     """
     billing = system_billing(request)
     if not authorization or not authorization.startswith("Bearer "):
         raise e.InvalidApiKey()
-    view = billing.authenticate(authorization.removeprefix("Bearer ").strip())
+    presented = authorization.removeprefix("Bearer ").strip()
+    attempt = auth_throttle(request).check(client_address(request), presented)
+    try:
+        view = billing.authenticate(presented)
+    except e.InvalidApiKey:
+        attempt.failed()
+        raise
+    attempt.succeeded()
     request.state.principal = view.principal
     return view
 
@@ -51,7 +90,7 @@ def idempotency_key(
             " characters), so that a retry never applies it twice.",
             field="Idempotency-Key",
         )
-    return idempotency_key
+    return check_line(idempotency_key, "Idempotency-Key", max_length=MAX_KEY_LENGTH)
 
 
 def optional_idempotency_key(
@@ -59,7 +98,9 @@ def optional_idempotency_key(
         str | None, Header(alias="Idempotency-Key", max_length=MAX_KEY_LENGTH)
     ] = None,
 ) -> str | None:
-    return idempotency_key or None
+    if not idempotency_key:
+        return None
+    return check_line(idempotency_key, "Idempotency-Key", max_length=MAX_KEY_LENGTH)
 
 
 Ledger = Annotated[Billing, Depends(principal_billing)]

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aibill.domain import errors as e
+from aibill.domain.text import printable
 
 PROBLEM = "application/problem+json"
 
@@ -43,12 +44,18 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     409: _documented(409, "A conflict: `idempotency_conflict`, `hold_already_captured`, ..."),
     413: _documented(413, "The request body is too large (`request_too_large`)."),
     422: _documented(422, "The request is malformed (`invalid_request`, `invalid_amount`)."),
+    429: _documented(
+        429,
+        "Too many failed authentications from this address or for this key id"
+        " (`too_many_failed_attempts`); `Retry-After` says when to try again.",
+    ),
     503: _documented(503, "The database kept failing (`store_unavailable`)."),
 }
 
 # One status per error class; the most specific class listed wins.
 STATUS: list[tuple[type[e.AibillError], int]] = [
     (e.InvalidApiKey, 401),
+    (e.TooManyFailedAttempts, 429),
     (e.InsufficientBalance, 402),
     (e.LimitExceeded, 402),
     (e.ProviderNotAllowed, 403),
@@ -77,7 +84,20 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
         "code": code,
         **extra,
     }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return JSONResponse(_shown(body), status_code=status, media_type=PROBLEM)
+
+
+def _shown(value: Any) -> Any:
+    """``value`` with every text as :func:`~aibill.domain.text.printable` shows it:
+    an error that quotes what was sent (a lone surrogate, a control character)
+    must still be a JSON document a client can read."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_shown(k): _shown(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shown(v) for v in value]
+    return value
 
 
 def install(app: FastAPI) -> None:
@@ -95,6 +115,10 @@ def install(app: FastAPI) -> None:
         )
         if headers:
             response.headers.update(headers)
+        if isinstance(exc, e.StoreUnavailable):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        if isinstance(exc, e.TooManyFailedAttempts):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
 
     @app.exception_handler(RequestValidationError)

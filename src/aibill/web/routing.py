@@ -44,6 +44,7 @@ TITLES = {
     405: "Not available",
     409: "Conflict",
     422: "Not valid",
+    429: "Too many attempts",
     503: "Unavailable",
 }
 
@@ -155,6 +156,9 @@ class WebRoute(APIRoute):
                 if status >= 500:
                     log.error("dashboard: %s", exc.message)
                 title = TITLES.get(status, "Something went wrong")
-                return error_page(request, status, title, exc.message, exc.code)
+                answer = error_page(request, status, title, exc.message, exc.code)
+                if isinstance(exc, e.TooManyFailedAttempts):
+                    answer.headers["Retry-After"] = str(exc.retry_after_s)
+                return answer
 
         return run

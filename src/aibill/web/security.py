@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request, Response
 from starlette.datastructures import FormData, UploadFile
 
+from aibill.api.throttle import auth_throttle, client_address
 from aibill.domain import errors as e
 from aibill.domain.principal import PrincipalKind, Scope
 from aibill.service.billing import Billing
@@ -180,12 +181,27 @@ def signin_ok(request: Request, form: Form) -> bool:
 # ------------------------------------------------------------- dependencies
 
 
+def resume_session(request: Request, token: str) -> WebSession:
+    """The live session ``token`` names, checked against the database only
+    while the client's address has failures left to spend
+    (:class:`~aibill.domain.errors.TooManyFailedAttempts` otherwise, unless
+    this very token worked recently); a refused token spends one."""
+    attempt = auth_throttle(request).check(client_address(request), token, key_id=False)
+    try:
+        session = sessions(request).resume(token)
+    except InvalidSession:
+        attempt.failed()
+        raise
+    attempt.succeeded()
+    return session
+
+
 def current_viewer(request: Request) -> Viewer:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise SignInRequired()
     try:
-        session = sessions(request).resume(token)
+        session = resume_session(request, token)
     except InvalidSession:
         raise SignInRequired() from None
     billing: Billing = request.app.state.billing

@@ -88,7 +88,9 @@ def service(billing: Billing, clock: ManualClock) -> Iterator[Service]:
     billing.create_mandate("acme", currency="USD")
     billing.add_user("alice")
     billing.add_member("acme", "alice")
-    alice = billing.keys.create_key(user="alice", mandate="acme", scopes=["billing:use"]).secret
+    alice = billing.keys.create_key(
+        user="alice", mandate="acme", scopes=["billing:use", "billing:read"]
+    ).secret
     with TestClient(create_app(billing, sweep_interval_s=0)) as app:
         yield Service(app, billing, clock, root, alice)
 

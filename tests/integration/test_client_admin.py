@@ -54,6 +54,7 @@ LOCAL_ONLY = {
         "admin_decision",  # the decisions run in the caller's transaction (conn)
         "permission_decision",
         "provider_decision",
+        "spend_decision",
         "is_mandate_admin",
     },
     Keys: {

@@ -83,7 +83,8 @@ def test_open_holds_lists_what_is_in_flight_newest_first(
     world.credit("acme", D("10"), idempotency_key="fund")
     first = world.hold("acme", amount=D("1"), user="alice", ttl_s=60, idempotency_key="1")
     clock.advance(1)
-    second = world.hold("acme", amount=D("2"), user="bob", ttl_s=600, idempotency_key="2")
+    # alice: bob is a viewer of acme, who may not make it pay
+    second = world.hold("acme", amount=D("2"), user="alice", ttl_s=600, idempotency_key="2")
     third = world.hold("acme", amount=D("3"), ttl_s=600, idempotency_key="3")
     world.release(third.id)
     assert [h.id for h in world.open_holds("acme")] == [second.id, first.id]

@@ -66,7 +66,10 @@ def site(billing: Billing, clock: ManualClock) -> Iterator[Site]:
         "root": b.keys.create_key(user="root", mandate=None, scopes=admin).secret,
         "alice": b.keys.create_key(user="alice", mandate="acme", scopes=admin).secret,
         "bob": b.keys.create_key(user="bob", mandate="acme", scopes=admin).secret,
-        "dave": b.keys.create_key(user="dave", mandate="acme", scopes=["billing:use"]).secret,
+        # The dashboard reads (billing:read); a use-only key cannot sign in.
+        "dave": b.keys.create_key(
+            user="dave", mandate="acme", scopes=["billing:use", "billing:read"]
+        ).secret,
         "carol": b.keys.create_key(user="carol", mandate="globex", scopes=admin).secret,
     }
     b.credit("acme", D("250.50"), idempotency_key="pay-1")
@@ -633,7 +636,13 @@ def test_administration_changes_go_through_the_service(site: Site) -> None:
 def test_a_new_key_is_shown_once_and_can_be_revoked(site: Site) -> None:
     b = site.billing
     alice = signed_in(site, "alice")
-    r = _post(alice, "/m/acme/admin/key", user="dave", name="gateway", scopes=["billing:use"])
+    r = _post(
+        alice,
+        "/m/acme/admin/key",
+        user="dave",
+        name="gateway",
+        scopes=["billing:use", "billing:read"],  # the dashboard reads: billing:read
+    )
     assert r.status_code == 201
     found = re.search(r'id="new-key-secret">([^<]+)<', r.text)
     assert found

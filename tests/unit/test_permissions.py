@@ -352,6 +352,7 @@ def test_builtin_defaults_table() -> None:
     assert table == {
         *((role, ctx.value, "*", everything) for role in (SYSADMIN, ADMIN) for ctx in Context),
         (MEMBER, "resource", "resource.aicore.*", (V,)),
+        (MEMBER, "resource", "resource.billing.spend", (V,)),
         (MEMBER, "data", "*", (V,)),
         (MEMBER, "ui", "*", (V,)),
         (VIEWER, "data", "*", (V,)),

@@ -24,8 +24,10 @@ understands. The tree::
     │   ├── HoldAlreadyCaptured   hold_already_captured
     │   └── HoldAlreadyReleased   hold_already_released
     ├── PermissionDenied          permission_denied
-    │   └── NotAMember            not_a_member
+    │   ├── NotAMember            not_a_member
+    │   └── SpendNotAllowed       permission_denied   may not make the mandate pay (a Refused too)
     ├── InvalidApiKey             invalid_api_key     a key refused, whatever the reason
+    ├── TooManyFailedAttempts     too_many_failed_attempts  throttled after failed authentications
     └── StoreUnavailable          store_unavailable   the database failed after bounded retries
 
 Business refusals (``Refused``) are outcomes, not faults: the first outcome
@@ -215,6 +217,23 @@ class InvalidApiKey(AibillError):
         super().__init__("The API key is not valid.")
 
 
+class TooManyFailedAttempts(AibillError):
+    """Too many failed authentications from this client address, or for this
+    API key id, in a short time: refused before the key is looked at. The
+    same message whichever it was; ``retry_after_s`` (at most a minute by
+    default) says when to try again."""
+
+    code = "too_many_failed_attempts"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            "Too many failed attempts to authenticate from this address or with this key;"
+            f" try again in {retry_after_s} second{'' if retry_after_s == 1 else 's'}.",
+            retry_after_s=retry_after_s,
+        )
+        self.retry_after_s = retry_after_s
+
+
 class UnknownApiKey(NotFound):
     code = "unknown_api_key"
 
@@ -224,7 +243,16 @@ class UnknownApiKey(NotFound):
 
 
 class StoreUnavailable(AibillError):
+    """The database could not be reached or kept failing. The message is always
+    generic: the driver's text (hosts, ports) goes to the log, never to a caller."""
+
     code = "store_unavailable"
+    MESSAGE: ClassVar[str] = "The database is unavailable right now; try again shortly."
+    retry_after_s: ClassVar[int] = 2
+    """How long a client should wait before trying again (HTTP ``Retry-After``)."""
+
+    def __init__(self, message: str = MESSAGE, **details: Any) -> None:
+        super().__init__(message, **details)
 
 
 class LimitExceeded(Refused):
@@ -248,8 +276,28 @@ class ProviderNotAllowed(Refused):
         )
 
 
+class SpendNotAllowed(PermissionDenied, Refused):
+    """The principal, or the user it names, has no role that lets them make the
+    mandate pay (DESIGN rule 10). A permission refusal (403,
+    ``permission_denied``) that is also a business refusal: stored under the
+    idempotency key and replayed, like ``ProviderNotAllowed``."""
+
+    code = "permission_denied"
+
+    def __init__(self, user: str, mandate: str, roles: tuple[str, ...], reason: str) -> None:
+        super().__init__(
+            f"{user!r} may not spend in mandate {mandate!r} "
+            f"(roles: {', '.join(roles) or 'none'}): {reason}",
+            user=user,
+            mandate=mandate,
+            roles=list(roles),
+            reason=reason,
+        )
+
+
 REFUSAL_TYPES: dict[str, type[Refused]] = {
     InsufficientBalance.code: InsufficientBalance,
     LimitExceeded.code: LimitExceeded,
     ProviderNotAllowed.code: ProviderNotAllowed,
+    SpendNotAllowed.code: SpendNotAllowed,
 }

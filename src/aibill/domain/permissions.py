@@ -9,7 +9,10 @@ end in a wildcard: ``*`` alone matches every item of its context, and
 ``resource.aicore`` itself. No other wildcard form exists.
 
 Using an AI provider is ``view`` on ``resource.aicore.<provider>`` in the
-``resource`` context, as in the seed.
+``resource`` context, as in the seed. Spending the mandate's money (placing
+a hold or recording usage by a plain amount, capturing another user's hold)
+is ``view`` on ``resource.billing.spend``: the mandate's credit is a resource
+its members may use or not (``SPEND_ITEM``).
 
 Rules only grant: there are no deny rules, so adding a rule can only widen
 what a role may do, and a rule that cannot be read can only narrow it. The
@@ -39,6 +42,7 @@ __all__ = [
     "MANDATE_ROLES",
     "MEMBER",
     "PROVIDER_ITEM_PREFIX",
+    "SPEND_ITEM",
     "SYSADMIN",
     "VIEWER",
     "Context",
@@ -82,6 +86,8 @@ MANDATE_ROLES: Final = (ADMIN, MEMBER, VIEWER)
 ALL_PERMISSIONS: Final = frozenset(Permission)
 WILDCARD: Final = "*"
 PROVIDER_ITEM_PREFIX: Final = "resource.aicore."
+SPEND_ITEM: Final = "resource.billing.spend"
+"""``view`` on this item (in ``resource``) lets a user make the mandate pay."""
 MAX_ITEM_LENGTH: Final = 200
 MAX_ROLE_LENGTH: Final = 64
 MAX_PROVIDER_LENGTH: Final = 64
@@ -98,7 +104,7 @@ _PROVIDER = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 def check_role(value: object, field: str = "role") -> str:
     """Role names: 1-64 lowercase letters, digits and ``_ . -``, starting with a letter."""
-    if not isinstance(value, str) or not _ROLE.match(value):
+    if not isinstance(value, str) or not _ROLE.fullmatch(value):
         raise InvalidRequest(
             f"{field} must be 1-{MAX_ROLE_LENGTH} lowercase letters, digits, '_', '.' or '-' "
             f"starting with a letter, not {value!r}.",
@@ -110,7 +116,7 @@ def check_role(value: object, field: str = "role") -> str:
 def check_provider(value: object, field: str = "provider") -> str:
     """Provider names: 1-64 lowercase letters, digits and ``_ . -``, starting with a
     letter or digit (``openai``, ``azure.openai``, ``x-ai``)."""
-    if not isinstance(value, str) or not _PROVIDER.match(value):
+    if not isinstance(value, str) or not _PROVIDER.fullmatch(value):
         raise InvalidRequest(
             f"{field} must be 1-{MAX_PROVIDER_LENGTH} lowercase letters, digits, '_', '.' "
             f"or '-' starting with a letter or digit, not {value!r}.",
@@ -122,7 +128,7 @@ def check_provider(value: object, field: str = "provider") -> str:
 def check_item(value: object, field: str = "item") -> str:
     """A concrete item key, the subject of a question: dotted lowercase segments
     of letters, digits, ``_`` and ``-``; no wildcard."""
-    if not isinstance(value, str) or len(value) > MAX_ITEM_LENGTH or not _KEY.match(value):
+    if not isinstance(value, str) or len(value) > MAX_ITEM_LENGTH or not _KEY.fullmatch(value):
         raise InvalidRequest(
             f"{field} must be a dotted key of lowercase letters, digits, '_' and '-' "
             f"(such as 'resource.aicore.openai'), at most {MAX_ITEM_LENGTH} characters, "
@@ -138,7 +144,7 @@ def check_item_pattern(value: object, field: str = "item") -> str:
         return WILDCARD
     if isinstance(value, str) and value.endswith(".*") and len(value) <= MAX_ITEM_LENGTH:
         stem = value[:-2]
-        if _KEY.match(stem):
+        if _KEY.fullmatch(stem):
             return value
     elif isinstance(value, str) and WILDCARD not in value:
         return check_item(value, field)
@@ -263,14 +269,16 @@ BUILTIN_RULES: Final[tuple[Rule, ...]] = (
     *_everything(SYSADMIN),
     *_everything(ADMIN),
     Rule(MEMBER, Context.RESOURCE, PROVIDER_ITEM_PREFIX + WILDCARD, _VIEW),
+    Rule(MEMBER, Context.RESOURCE, SPEND_ITEM, _VIEW),
     Rule(MEMBER, Context.DATA, WILDCARD, _VIEW),
     Rule(MEMBER, Context.UI, WILDCARD, _VIEW),
     Rule(VIEWER, Context.DATA, WILDCARD, _VIEW),
     Rule(VIEWER, Context.UI, WILDCARD, _VIEW),
 )
 """The defaults of the built-in roles, in every mandate. ``sysadmin`` and
-``admin``: everything. ``member``: may use every enabled provider and view
-data and screens. ``viewer``: may view data and screens, use no provider."""
+``admin``: everything. ``member``: may use every enabled provider, spend the
+mandate's money, and view data and screens. ``viewer``: may view data and
+screens, use no provider and spend nothing."""
 
 
 # ---------------------------------------------------------------- decision

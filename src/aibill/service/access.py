@@ -37,6 +37,7 @@ from aibill.domain.permissions import (
     BUILTIN_RULES,
     MANDATE_ROLES,
     PROVIDER_ITEM_PREFIX,
+    SPEND_ITEM,
     SYSADMIN,
     Context,
     Decision,
@@ -51,6 +52,7 @@ from aibill.domain.permissions import (
     provider_item,
 )
 from aibill.domain.principal import Scope
+from aibill.domain.text import check_line, check_prose
 from aibill.service.hooks import SettingsService
 from aibill.store import fast
 from aibill.store.schema import (
@@ -72,6 +74,7 @@ log = logging.getLogger("aibill.access")
 MAX_DISPLAY_NAME = 128
 MAX_ROLE_DESCRIPTION = 500
 MAX_RULES_PER_MANDATE = 1000
+MAX_RULE_ID = 64
 
 _PERMISSION_COLUMNS = (
     (Permission.VIEW, "can_view"),
@@ -332,7 +335,7 @@ class Access(SettingsService):
 
         def work(conn: Connection) -> list[str]:
             self._authorize(conn, mandate, Scope.ADMIN)
-            _require_member(conn, mandate, user)
+            self._require_member(conn, mandate, user)
             require_role(conn, mandate, role)
             held = _roles(conn, mandate, user)
             if role not in held:
@@ -355,7 +358,7 @@ class Access(SettingsService):
 
         def work(conn: Connection) -> list[str]:
             self._authorize(conn, mandate, Scope.ADMIN)
-            _require_member(conn, mandate, user)
+            self._require_member(conn, mandate, user)
             before = _roles(conn, mandate, user)
             r = member_roles.c
             conn.execute(
@@ -379,7 +382,7 @@ class Access(SettingsService):
 
         def work(conn: Connection) -> list[str]:
             self._authorize(conn, mandate, Scope.READ)
-            _require_member(conn, mandate, user)
+            self._require_member(conn, mandate, user)
             return _roles(conn, mandate, user)
 
         return self._read(work)
@@ -394,13 +397,8 @@ class Access(SettingsService):
             raise e.InvalidRequest(
                 f"{role!r} is a built-in role; a custom role needs another name.", field="role"
             )
-        if description is not None and (
-            not isinstance(description, str) or len(description) > MAX_ROLE_DESCRIPTION
-        ):
-            raise e.InvalidRequest(
-                f"description must be text of at most {MAX_ROLE_DESCRIPTION} characters.",
-                field="description",
-            )
+        if description is not None:
+            check_prose(description, "description", max_length=MAX_ROLE_DESCRIPTION)
 
         def work(conn: Connection) -> RoleInfo:
             self._authorize(conn, mandate, Scope.ADMIN)
@@ -540,6 +538,7 @@ class Access(SettingsService):
         """Remove one of the mandate's rules (a broken one too). What it granted
         is no longer granted from the next decision on."""
         check_name(mandate, "mandate")
+        check_line(rule_id, "rule_id", max_length=MAX_RULE_ID)
 
         def work(conn: Connection) -> None:
             self._authorize(conn, mandate, Scope.ADMIN)
@@ -656,6 +655,27 @@ class Access(SettingsService):
 
         return self._guard(mandate, user, "administer the mandate", work)
 
+    def spend_decision(
+        self, conn: Connection, mandate: str, user: str, provider: str | None = None
+    ) -> Decision:
+        """May ``user`` make ``mandate`` pay: ``view`` on ``resource.billing.spend``
+        (``member`` and ``admin`` by default, a custom role by a rule), or, for
+        a call that names ``provider``, the right to use that provider (see
+        :meth:`provider_decision`). Fails closed like :meth:`provider_decision`;
+        a viewer or a member without a role may never spend."""
+        decision = self._guard(
+            mandate,
+            user,
+            "spend the mandate's money",
+            lambda: self._decide(
+                conn, mandate, user, Context.RESOURCE, SPEND_ITEM, Permission.VIEW, provider=None
+            ),
+        )
+        if decision.allowed or provider is None:
+            return decision
+        by_provider = self.provider_decision(conn, mandate, user, provider)
+        return by_provider if by_provider.allowed else decision
+
     def is_mandate_admin(self, conn: Connection, mandate: str, user: str) -> bool:
         """:meth:`admin_decision`, as a yes or no."""
         return self.admin_decision(conn, mandate, user).allowed
@@ -663,10 +683,17 @@ class Access(SettingsService):
     def is_provider_allowed(self, mandate: str, user: str, provider: str) -> bool:
         """:meth:`provider_decision` in its own transaction, as a yes or no; any
         failure, the store's included, is "no"; so is a principal that may not
-        read ``mandate``."""
+        check calls in ``mandate`` (``billing:use``)."""
+        try:  # a name no database could hold names nobody: "no", without asking one
+            check_name(mandate, "mandate")
+            check_name(user, "user")
+            check_provider(provider)
+        except e.InvalidRequest as exc:
+            log.info("not allowed: %s", exc.message)
+            return False
 
         def work(conn: Connection) -> bool:
-            self._authorize(conn, mandate, Scope.READ)
+            self._authorize(conn, mandate, Scope.USE)
             return self.provider_decision(conn, mandate, user, provider).allowed
 
         try:
@@ -687,8 +714,10 @@ class Access(SettingsService):
     def allowed_providers(self, mandate: str, user: str) -> list[str]:
         """The enabled, registered providers ``user`` may use in ``mandate``, sorted.
         Fails closed: any failure gives an empty list, logged. A principal that
-        may not read ``mandate`` is refused (``PermissionDenied``)."""
-        self._read(lambda conn: self._authorize(conn, mandate, Scope.READ))
+        may not check calls in ``mandate`` (``billing:use``) is refused
+        (``PermissionDenied``)."""
+        check_name(user, "user")
+        self._read(lambda conn: self._authorize(conn, mandate, Scope.USE))
 
         def work(conn: Connection) -> list[str]:
             facts = self._facts(conn, mandate, user, None)
@@ -718,6 +747,22 @@ class Access(SettingsService):
             return []
 
     # ------------------------------------------------------- decision internals
+
+    def _require_member(self, conn: Connection, mandate: str, user: str) -> None:
+        """``user`` is a member of ``mandate``. A principal that may not see the
+        platform's users (a mandate's key) is told ``NotAMember`` whether or not
+        the name exists elsewhere; the system and system admins are told
+        ``UnknownUser`` for a name that exists nowhere."""
+        if self._sees_all_users(conn):
+            _require_member(conn, mandate, user)
+            return
+        _require_mandate(conn, mandate)
+        m = memberships.c
+        found = conn.execute(
+            select(m.user_id).where(m.mandate_id == mandate, m.user_id == user)
+        ).first()
+        if found is None:
+            raise e.NotAMember(mandate, user)
 
     def _guard(self, mandate: str, user: str, what: str, work: Callable[[], Decision]) -> Decision:
         """Run a decision; log a refusal; turn any error but the database's into one."""
@@ -880,12 +925,7 @@ def _unknown_provider(provider: str) -> e.NotFound:
 def _check_display_name(value: str | None) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_DISPLAY_NAME:
-        raise e.InvalidRequest(
-            f"display_name must be non-empty text of at most {MAX_DISPLAY_NAME} characters.",
-            field="display_name",
-        )
-    return value
+    return check_line(value, "display_name", max_length=MAX_DISPLAY_NAME)
 
 
 def _check_bool(value: object, field: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Self, TypeVar
 from sqlalchemy import Connection, Engine
 
 from aibill.domain.clock import Clock, system_clock
-from aibill.domain.errors import InvalidRequest
+from aibill.domain.errors import InvalidRequest, PermissionDenied
 from aibill.domain.principal import Scope
 from aibill.store import tx
 
@@ -61,6 +61,17 @@ class SettingsService:
         view = copy.copy(self)
         view._authorize, view._auditor = guard, auditor
         return view
+
+    def _sees_all_users(self, conn: Connection) -> bool:
+        """Whether this principal may learn if a user name exists outside its
+        mandate: the system and system admins (who may read the platform) may; a
+        mandate's principals are told only whether a user is a member there
+        (``not_a_member`` either way; see ``docs/access.md``)."""
+        try:
+            self._authorize(conn, None, Scope.READ)
+        except PermissionDenied:
+            return False
+        return True
 
     def _now(self) -> datetime:
         now = self._clock()

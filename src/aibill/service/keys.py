@@ -45,6 +45,8 @@ from aibill.domain import errors as e
 from aibill.domain.errors import InvalidApiKey, UnknownApiKey
 from aibill.domain.model import check_name
 from aibill.domain.principal import Principal, PrincipalKind, Scope
+from aibill.domain.text import check_line, check_text
+from aibill.domain.times import check_optional_time
 from aibill.service.hooks import SettingsService
 from aibill.store.schema import api_keys, mandates, memberships, platform_admins, users
 from aibill.store.schema import platform_api_keys as platform_keys
@@ -236,7 +238,7 @@ class Keys(SettingsService):
     def _check_key_id(key_id: object) -> str:
         if not isinstance(key_id, str) or not key_id or len(key_id) > 32:
             raise e.InvalidRequest(f"Not an API key id: {key_id!r}.", field="key_id")
-        return key_id
+        return check_line(key_id, "key_id", max_length=32)
 
     @staticmethod
     def _where(mandate: str | None, key_id: str) -> tuple[Table, Any]:
@@ -271,16 +273,9 @@ class Keys(SettingsService):
         check_name(user, "user")
         self._check_mandate(mandate)
         wanted = check_scopes(scopes)
-        if expires_at is not None and (
-            not isinstance(expires_at, datetime) or expires_at.tzinfo is None
-        ):
-            raise e.InvalidRequest(
-                "expires_at must be a timezone-aware datetime.", field="expires_at"
-            )
-        if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_LENGTH):
-            raise e.InvalidRequest(
-                f"name must be a string of at most {MAX_NAME_LENGTH} characters.", field="name"
-            )
+        expires_at = check_optional_time(expires_at, "expires_at")
+        if name is not None:
+            check_text(name, "name", max_length=MAX_NAME_LENGTH)
 
         def work(conn: Connection) -> CreatedKey:
             self._authorize(conn, mandate, Scope.ADMIN)
@@ -351,7 +346,13 @@ class Keys(SettingsService):
             )
         ).first()
         if member is None:
-            if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first() is None:
+            # A mandate's admin learns only that the user is not a member
+            # (docs/access.md, "What a mandate may learn about users").
+            if (
+                self._sees_all_users(conn)
+                and conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first()
+                is None
+            ):
                 raise e.UnknownUser(user)
             raise e.NotAMember(mandate, user)
 

@@ -7,20 +7,86 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from aibill.domain.errors import InvalidRequest
 from aibill.domain.model import HistoryFilters, UsageFilters
+from aibill.domain.text import text_problem
+from aibill.domain.times import RANGE_TEXT, check_time
+
+
+def _in_range(value: datetime) -> datetime:
+    """A time the ledger can store (see ``aibill.domain.times``), as given."""
+    try:
+        check_time(value, "time")
+    except InvalidRequest as exc:
+        raise ValueError(exc.message.removeprefix("time ")) from None
+    return value
+
+
+Time = Annotated[
+    datetime,
+    AfterValidator(_in_range),
+    Field(description=f"ISO 8601 with an offset (or Z), {RANGE_TEXT} in UTC."),
+]
 
 Money = Annotated[
     str,
-    StringConstraints(pattern=r"^\d{1,13}(\.\d{1,6})?$", max_length=24),
+    # [0-9], not \d: \d also matches other scripts' digits ("١٢").
+    StringConstraints(pattern=r"^[0-9]{1,13}(\.[0-9]{1,6})?$", max_length=24),
     Field(
         description='A decimal string with at most six decimals, e.g. "0.50".', examples=["0.50"]
     ),
 ]
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")]
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"\S")]
-Text = Annotated[str, StringConstraints(max_length=500)]
+
+
+def _text_rule(value: str, *, multiline: bool) -> str:
+    """DESIGN rule 12 on a field (see ``aibill.domain.text``; the service checks
+    again): valid Unicode, no control characters (prose: but tab and line feed)."""
+    problem = text_problem(value, multiline=multiline)
+    if problem is not None:
+        index, what = problem
+        raise ValueError(f"has {what} at position {index + 1}; text may not contain it")
+    return value
+
+
+def _line(value: str) -> str:
+    return _text_rule(value, multiline=False)
+
+
+def _prose(value: str) -> str:
+    return _text_rule(value, multiline=True)
+
+
+LINE = AfterValidator(_line)
+PROSE = AfterValidator(_prose)
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"\S"), LINE]
+ShortTag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"\S"), LINE]
+Text = Annotated[str, StringConstraints(max_length=500), PROSE]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"\S"), LINE]
+
+
+def _metadata_value(value: str | int) -> str | int:
+    if isinstance(value, int):
+        if abs(value) > 10**18 - 1:
+            raise ValueError("must be an integer of at most 18 digits")
+        return value
+    if len(value) > 500:
+        raise ValueError("may have at most 500 characters")
+    return _prose(value)
+
+
+MetadataValue = Annotated[str | int, AfterValidator(_metadata_value)]
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue] | None,
+    Field(
+        default=None,
+        max_length=32,
+        description="At most 32 keys (1-64 characters each), each with a text of at most 500"
+        " characters or an integer of at most 18 digits.",
+    ),
+]
 Tokens = Annotated[int, Field(ge=0, le=10**12)]
 
 
@@ -79,9 +145,9 @@ class CreditIn(Body):
 
     amount: Money
     user: Name | None = None
-    reason: str = "payment"
+    reason: Annotated[str, StringConstraints(max_length=64), LINE] = "payment"
     description: Text | None = None
-    corrects: str | None = None
+    corrects: Annotated[str, StringConstraints(max_length=64), LINE] | None = None
 
 
 class UsageIn(Body):
@@ -102,9 +168,9 @@ class UsageIn(Body):
 
 
 class Tags(Body):
-    provider: Tag | None = None
+    provider: ShortTag | None = None
     model: Tag | None = None
-    feature_code: Tag | None = None
+    feature_code: ShortTag | None = None
     feature_instance: Tag | None = None
     workflow_id: Tag | None = None
 
@@ -133,7 +199,7 @@ class HoldIn(Tags):
     input_tokens: Tokens | None = None
     max_output_tokens: Tokens | None = None
     ttl_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] = 900
-    metadata: dict[str, str | int] | None = Field(default=None, max_length=32)
+    metadata: Metadata = None
 
 
 class CaptureIn(Body):
@@ -168,7 +234,7 @@ class UsageRecordIn(Tags):
     user: Name | None = None
     already_happened: bool = False
     description: Text | None = None
-    metadata: dict[str, str | int] | None = Field(default=None, max_length=32)
+    metadata: Metadata = None
 
 
 class CheckIn(Body):
@@ -181,7 +247,7 @@ class CheckIn(Body):
 
     estimate: Money
     user: Name | None = None
-    provider: Tag | None = None
+    provider: ShortTag | None = None
     feature_instance: Tag | None = None
 
 
@@ -200,11 +266,11 @@ class EstimateIn(Body):
         },
     )
 
-    provider: Tag
+    provider: ShortTag
     model: Tag
     input_tokens: Tokens
     max_output_tokens: Tokens
-    at: datetime | None = Field(
+    at: Time | None = Field(
         default=None, description="Price at this time (default: now), timezone-aware."
     )
 
@@ -215,8 +281,8 @@ class EstimateIn(Body):
 class UsageQuery(BaseModel):
     """The filters of a usage report, as query parameters."""
 
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Time | None = None
+    until: Time | None = None
     user: str | None = None
     provider: str | None = None
     model: str | None = None

@@ -46,7 +46,14 @@ from aibill.domain.model import (
     Tags,
     check_name,
 )
-from aibill.domain.money import MAX_AMOUNT_MICROS, MICROS_PER_UNIT, from_micros, round_to_micros
+from aibill.domain.money import (
+    MAX_AMOUNT_MICROS,
+    MICROS_PER_UNIT,
+    decimal_from_text,
+    from_micros,
+    round_to_micros,
+)
+from aibill.domain.text import printable
 from aibill.service.billing import Billing
 from aibill.service.pricing import calculate_price_with_markup
 from aibill.store import tx
@@ -234,10 +241,13 @@ def to_decimal(value: object, field: str) -> Decimal:
             f"{field} must be a number (int, float or Decimal), not {type(value).__name__}.",
             field=field,
         )
-    exact = Decimal(str(value))
-    if not exact.is_finite():
-        raise InvalidAmount(f"{field} must be a finite number, not {value}.", field=field)
-    return exact
+    try:
+        text = str(value)
+    except ValueError:  # an int too long to write out (over 4300 digits)
+        raise InvalidAmount(f"{field} is larger than aibill accepts.", field=field) from None
+    # The text is read as any money string is: ASCII digits (and, from str(),
+    # an exponent), finite, whatever a subclass's __str__ might write.
+    return decimal_from_text(text, field=field, exponent=True)
 
 
 def to_amount(value: object, field: str) -> Decimal:
@@ -605,10 +615,12 @@ def _fresh_key(kind: str) -> str:
 
 def _fit(description: str | None) -> str | None:
     """A description as aibill stores it: usage that happened must not be lost
-    to a long text, so it is cut to the ledger's limit instead of refused."""
+    to a long text, so it is cut to the ledger's limit instead of refused, and
+    characters the ledger refuses (controls, lone surrogates) are written as
+    visible escapes."""
     if description is None:
         return None
-    text = str(description)
+    text = printable(str(description))
     if not text:
         return None
     if len(text) > MAX_DESCRIPTION_LENGTH:

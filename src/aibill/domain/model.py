@@ -10,12 +10,21 @@ from enum import StrEnum
 from typing import Any, TypedDict
 
 from aibill.domain.errors import InvalidRequest
+from aibill.domain.text import check_line
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 MAX_KEY_LENGTH = 200
 MAX_REASON_LENGTH = 64
 MAX_DESCRIPTION_LENGTH = 500
 MAX_TAG_LENGTH = 128
+TAG_MAX_LENGTHS = {
+    "provider": 64,
+    "model": MAX_TAG_LENGTH,
+    "feature_code": 64,
+    "feature_instance": MAX_TAG_LENGTH,
+    "workflow_id": MAX_TAG_LENGTH,
+}
+"""How long each tag may be (what the ledger's columns hold)."""
 
 
 class BillingModel(StrEnum):
@@ -50,7 +59,7 @@ def wallet_account(user: str) -> str:
 
 def check_name(value: object, what: str) -> str:
     """Mandate and user names: 1-128 of letters, digits and ``_ . @ -``."""
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise InvalidRequest(
             f"{what} must be 1-128 characters of letters, digits, '_', '.', '@' or '-' "
             f"starting with a letter or digit, not {value!r}.",
@@ -60,12 +69,9 @@ def check_name(value: object, what: str) -> str:
 
 
 def check_key(value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_KEY_LENGTH:
-        raise InvalidRequest(
-            f"idempotency_key must be a non-empty string of at most {MAX_KEY_LENGTH} characters.",
-            field="idempotency_key",
-        )
-    return value
+    """An idempotency key: one line of text (see :mod:`aibill.domain.text`),
+    not blank, at most ``MAX_KEY_LENGTH`` characters."""
+    return check_line(value, "idempotency_key", max_length=MAX_KEY_LENGTH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +85,10 @@ class Tags:
     workflow_id: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("provider", "model", "feature_code", "feature_instance", "workflow_id"):
+        for name, max_length in TAG_MAX_LENGTHS.items():
             value = getattr(self, name)
-            if value is not None and (
-                not isinstance(value, str) or not value.strip() or len(value) > MAX_TAG_LENGTH
-            ):
-                raise InvalidRequest(
-                    f"{name} must be a non-empty string of at most {MAX_TAG_LENGTH} characters.",
-                    field=name,
-                )
+            if value is not None:
+                check_line(value, name, max_length=max_length)
         if self.model is not None and self.provider is None:
             raise InvalidRequest("model needs its provider.", field="provider")
 

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, and_, or_, select
 
 from aibill.domain import errors as e
 from aibill.domain.principal import Principal
+from aibill.domain.times import check_time
 from aibill.store.schema import audit_log, platform_audit_log
 
 MAX_PAGE = 1000
@@ -132,11 +133,11 @@ def _decode(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, audit_id = raw.split("|", 1)
-        when = datetime.fromisoformat(at)
-        if when.tzinfo is None:
+        when = check_time(datetime.fromisoformat(at), "cursor")
+        if "\x00" in audit_id or len(audit_id) > 64:
             raise ValueError
         return when, audit_id
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, e.InvalidRequest):
         raise e.InvalidRequest(
             "cursor is not one that the audit log returned.", field="cursor"
         ) from None

@@ -49,6 +49,8 @@ from aibill.domain.model import (
 from aibill.domain.money import check_currency, from_micros, to_micros
 from aibill.domain.permissions import check_role
 from aibill.domain.principal import SYSTEM, Principal, PrincipalKind, Scope
+from aibill.domain.text import check_line, check_prose, check_searchable, check_text
+from aibill.domain.times import check_time
 from aibill.pricing.catalog import Catalog, Usage
 from aibill.service import audit, reports
 from aibill.service.access import Access, require_role
@@ -77,6 +79,10 @@ MAX_HOLD_TTL_S = 7 * 24 * 3600
 MAX_PAGE = 1000
 MAX_METADATA_KEYS = 32
 MAX_METADATA_VALUE = 500
+MAX_ENTRY_ID = 64
+MAX_HOLD_ID = 200
+MAX_METADATA_INT = 10**18 - 1
+MAX_FILTER_LENGTH = 200
 CREDIT_REASONS = ("payment", "admin", "system", "refund", "adjustment")
 
 _A = accounts.c
@@ -173,6 +179,8 @@ class Billing:
         """Refuse unless the principal may do a ``need`` operation on ``mandate``
         (``None``: the platform). Fails closed; a principal of another mandate
         learns nothing about whether ``mandate`` exists."""
+        if mandate is not None:
+            check_name(mandate, "mandate")  # before any query sees it (DESIGN rule 12)
         p = self._principal
         if p.kind is PrincipalKind.SYSTEM:
             return
@@ -197,6 +205,86 @@ class Billing:
             raise e.PermissionDenied(
                 "Not allowed for this principal (or there is no such mandate)."
             )
+
+    def _sees_all_users(self, conn: Connection) -> bool:
+        """May this principal learn whether a user name exists outside its
+        mandate? The system and system admins may; a mandate's key may not."""
+        try:
+            self._authorize(conn, None, Scope.READ)
+        except e.PermissionDenied:
+            return False
+        return True
+
+    def _spend_refusal(
+        self,
+        conn: Connection,
+        ctx: _Ctx,
+        user: str | None,
+        provider: str | None,
+        *,
+        happened: bool = False,
+        provider_ok: bool,
+    ) -> e.SpendNotAllowed | None:
+        """Why this call may not make the mandate pay, or None (DESIGN rule 10).
+
+        Before the fact, the billed ``user`` needs a role that lets them spend
+        when the call names no provider (with one, the provider rule has
+        decided for them: ``provider_ok``). The principal's own user needs one
+        always, even naming another user, unless the provider rule has just
+        allowed that same user this call. The system and system admins are
+        trusted. Usage that already happened is recorded whoever it names, but
+        only by a principal that may spend.
+        """
+        if user is not None and provider is None and not happened:
+            refusal = self._spender(conn, ctx.mandate, user, None)
+            if refusal is not None:
+                return refusal
+        p = self._principal
+        if p.kind is not PrincipalKind.USER or p.user is None:
+            return None
+        if user == p.user and provider is None and not happened:
+            return None  # decided just above
+        if provider is not None and provider_ok and user in (None, p.user):
+            return None  # may use this provider: may pay for this call
+        return self._spender(conn, ctx.mandate, p.user, provider)
+
+    def _spender(
+        self, conn: Connection, mandate: str, user: str, provider: str | None
+    ) -> e.SpendNotAllowed | None:
+        decision = self.access.spend_decision(conn, mandate, user, provider)
+        if decision.allowed:
+            return None
+        return e.SpendNotAllowed(user, mandate, tuple(decision.roles), decision.reason)
+
+    def _capture_refusal(self, conn: Connection, ctx: _Ctx, row: Any) -> e.SpendNotAllowed | None:
+        """A principal captures a hold billed to its own user, or any hold of
+        the mandate if it may spend (on the hold's provider, when it names one).
+        So a viewer's key cannot post another user's hold, for any amount."""
+        p = self._principal
+        if p.kind is not PrincipalKind.USER or p.user is None or row.user_id == p.user:
+            return None
+        return self._spender(conn, ctx.mandate, p.user, row.provider)
+
+    def _use_or_read(self) -> Scope:
+        """``billing:read`` for a principal that may read, else ``billing:use``."""
+        p = self._principal
+        if p.kind is PrincipalKind.SYSTEM or _scope_allows(p.scopes, Scope.READ):
+            return Scope.READ
+        return Scope.USE
+
+    def _authorize_balance(self, conn: Connection, mandate: str, user: str | None) -> None:
+        """``billing:read`` reads any account's balance. ``billing:use`` reads
+        the balance of the account it bills: its own user's (or the pool), or
+        any member's when it may spend, as a hold naming that user would."""
+        p = self._principal
+        need = self._use_or_read()
+        self._authorize(conn, mandate, need)
+        other = p.user is not None and user not in (None, p.user)
+        if need is Scope.USE and p.kind is PrincipalKind.USER and other:
+            assert p.user is not None
+            refusal = self._spender(conn, mandate, p.user, None)
+            if refusal is not None:
+                raise refusal
 
     def _audit(
         self,
@@ -276,6 +364,9 @@ class Billing:
         self, conn: Connection, mandate: str, *, user: str | None = None, key: str | None = None
     ) -> _Ctx:
         """Read the mandate, the user's membership and the idempotency key in one query."""
+        check_name(mandate, "mandate")
+        if user is not None:
+            check_name(user, "user")
         stmt = _CTX_QUERIES[(user is not None, key is not None)]
         row = stmt.first(conn, {"mandate": mandate, "user": user, "key": key})
         if row is None:
@@ -293,7 +384,12 @@ class Billing:
             if ctx.user != user:  # membership not read with the mandate
                 ctx = self._ctx(conn, ctx.mandate, user=user)
             if not ctx.member:
-                if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first():
+                # A mandate's principal learns only "not a member", whether or
+                # not the name exists elsewhere (docs/access.md).
+                if (
+                    not self._sees_all_users(conn)
+                    or conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first()
+                ):
                     raise e.NotAMember(ctx.mandate, user)
                 raise e.UnknownUser(user)
         if ctx.model is BillingModel.PREPAY_USER:
@@ -656,7 +752,8 @@ class Billing:
 
     def add_member(self, mandate: str, user: str, *, role: str | None = "member") -> None:
         """Make ``user`` a member of ``mandate`` with ``role`` (``member`` unless
-        said otherwise; ``None``: no role yet); a per-user mandate opens their wallet."""
+        said otherwise; ``None``: no role yet); a per-user mandate opens their wallet.
+        A user name not registered yet is registered (as :meth:`add_user` does)."""
         check_name(mandate, "mandate")
         check_name(user, "user")
         if role is not None:
@@ -665,10 +762,14 @@ class Billing:
         def work(conn: Connection) -> None:
             self._authorize(conn, mandate, Scope.ADMIN)
             ctx = self._ctx(conn, mandate)
-            if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first() is None:
-                raise e.UnknownUser(user)
             if role is not None:
                 require_role(conn, mandate, role)
+            # Users are bare identities: a name no one registered yet is
+            # registered here, so the answer never tells a mandate's admin
+            # whether it existed (recorded in the platform's audit log only).
+            if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first() is None:
+                self._insert(conn, users, user_id=user, created_at=self._now())
+                self._audit(conn, None, "user.add", target=user)
             exists = conn.execute(
                 select(memberships.c.user_id).where(
                     memberships.c.mandate_id == mandate, memberships.c.user_id == user
@@ -747,6 +848,8 @@ class Billing:
                 field="reason",
             )
         _check_description(description)
+        if corrects is not None:
+            check_line(corrects, "corrects", max_length=MAX_ENTRY_ID)
         request = {
             "amount": str(from_micros(micros)),
             "user": user,
@@ -849,8 +952,11 @@ class Billing:
                 return replay if isinstance(replay, tx.Deferred) else _expect(replay, Hold)
             account = self._account_for(conn, ctx, user)
             now = self._now()
-            # Who may use the provider is decided before anything is priced or moved.
+            # Who may use the provider, and who may spend, is decided before
+            # anything is priced or moved.
             refusal: e.Refused | None = self._provider_refusal(conn, ctx, user, tags.provider)
+            if refusal is None:
+                refusal = self._spend_refusal(conn, ctx, user, tags.provider, provider_ok=True)
             charge, micros = None, asked.micros
             if refusal is None:
                 charge = asked.estimate(self, conn, ctx, tags, now)
@@ -946,10 +1052,13 @@ class Billing:
         """May a call costing up to ``estimate`` start now? (DESIGN rule 1)
 
         Answers with the reason (``ok``, ``provider_not_allowed`` when
-        ``provider`` is given and the user may not use it, ``limit_exceeded``,
-        ``insufficient_balance``), the balance and the account. It changes nothing.
+        ``provider`` is given and the user may not use it, ``permission_denied``
+        when the call may not make the mandate pay (see :meth:`hold`),
+        ``limit_exceeded``, ``insufficient_balance``), the balance and the
+        account. It changes nothing.
         """
         micros = to_micros(estimate, field="estimate", allow_zero=True)
+        Tags(provider=provider, feature_instance=feature_instance)  # checks the texts
 
         def work(conn: Connection) -> CheckResult:
             self._authorize(conn, mandate, Scope.USE)
@@ -958,7 +1067,9 @@ class Billing:
             balance = self._balance(conn, ctx, account)
             now = self._now()
             reason = "ok"
-            forbidden = self._provider_refusal(conn, ctx, user, provider)
+            forbidden: e.Refused | None = self._provider_refusal(conn, ctx, user, provider)
+            if forbidden is None:
+                forbidden = self._spend_refusal(conn, ctx, user, provider, provider_ok=True)
             limit = self._limits(conn, ctx, user, feature_instance, micros, now, lock=False)
             if forbidden is not None:
                 reason = forbidden.code
@@ -1213,11 +1324,14 @@ class Billing:
         def work(conn: Connection) -> Entry:
             self._authorize(conn, mandate, Scope.USE)
             ctx = self._ctx(conn, mandate, key=key)
+            row = self._lock_hold(conn, mandate, hold_id)
+            refusal = self._capture_refusal(conn, ctx, row)
+            if refusal is not None:  # raised, not stored: a retry once allowed still posts
+                raise refusal
             if key is not None:
                 replay = self._replay(ctx, key, "capture", request)
                 if replay is not None:
                     return _expect(replay, Entry)
-            row = self._lock_hold(conn, mandate, hold_id)
             now = self._now()
             status = HoldStatus(row.status)
             if status is HoldStatus.CAPTURED:
@@ -1436,6 +1550,17 @@ class Billing:
             if forbidden is not None and not already_happened:
                 self._remember(conn, mandate, key, "record_usage", request, forbidden, now)
                 return tx.Deferred(forbidden)
+            spend = self._spend_refusal(
+                conn,
+                ctx,
+                user,
+                tags.provider,
+                happened=already_happened,
+                provider_ok=forbidden is None,
+            )
+            if spend is not None:
+                self._remember(conn, mandate, key, "record_usage", request, spend, now)
+                return tx.Deferred(spend)
             charge = None
             if usage is not None:
                 assert tags.provider is not None and tags.model is not None
@@ -1676,10 +1801,12 @@ class Billing:
 
         Overdue holds no longer count as pending: if the account has any, they
         are expired first (a short write); otherwise this only reads.
+        ``billing:read`` reads any account; ``billing:use`` the account it bills
+        (see :meth:`_authorize_balance`).
         """
 
         def read(conn: Connection) -> Balance | None:
-            self._authorize(conn, mandate, Scope.READ)
+            self._authorize_balance(conn, mandate, user)
             ctx = self._ctx(conn, mandate, user=user)
             account = self._account_for(conn, ctx, user)
             overdue = conn.execute(
@@ -1695,7 +1822,7 @@ class Billing:
             return None if overdue else self._balance(conn, ctx, account)
 
         def sweep(conn: Connection) -> Balance:
-            self._authorize(conn, mandate, Scope.READ)
+            self._authorize_balance(conn, mandate, user)
             ctx = self._ctx(conn, mandate, user=user)
             account = self._account_for(conn, ctx, user)
             self._sweep(conn, mandate, account, self._now())
@@ -1728,10 +1855,12 @@ class Billing:
         )
 
     def get_hold(self, hold_id: str) -> Hold:
+        """One hold, as :meth:`hold` returned it and as it is now: for a key
+        with ``billing:use`` (it is what a hold call returns) or ``billing:read``."""
         mandate = _mandate_of(hold_id)
 
         def work(conn: Connection) -> Hold:
-            self._authorize(conn, mandate, Scope.READ)
+            self._authorize(conn, mandate, self._use_or_read())
             ctx = self._ctx(conn, mandate)
             row = conn.execute(
                 select(holds).where(_H.mandate_id == mandate, _H.hold_id == hold_id)
@@ -1779,6 +1908,17 @@ class Billing:
         for name, when in (("since", since), ("until", until)):
             if when is not None:
                 _aware(when, name)
+        _check_filters(
+            user=user,
+            account=account,
+            reason=reason,
+            hold_id=hold_id,
+            provider=provider,
+            model=model,
+            feature_code=feature_code,
+            feature_instance=feature_instance,
+            workflow_id=workflow_id,
+        )
         c = entries.c
         conds = [c.mandate_id == mandate]
         for col, value in (
@@ -1921,8 +2061,11 @@ class Billing:
         billing model names for them (the pool, or their wallet), sorted by mandate.
         Raises ``UnknownUser`` for a user aibill does not know."""
         p = self._principal
-        if p.kind is PrincipalKind.USER and p.user != user:
-            self._read(lambda conn: self._authorize(conn, None, Scope.READ))
+        if p.kind is not PrincipalKind.SYSTEM:
+            # Another user's balances are the platform's business; one's own
+            # is a report of one's mandate (billing:read).
+            where = p.mandate if p.kind is PrincipalKind.USER and p.user == user else None
+            self._read(lambda conn: self._authorize(conn, where, Scope.READ))
         rows = reports.balances_for_user(self, user)
         # A member's key sees its own mandate's row only.
         return [r for r in rows if p.kind is not PrincipalKind.USER or r.mandate == p.mandate]
@@ -1968,11 +2111,16 @@ class Billing:
         mandate: str,
         *,
         page_size: int = 1000,
-        spreadsheet_safe: bool = False,
+        spreadsheet_safe: bool = True,
         **filters: Unpack[HistoryFilters],
     ) -> CsvLines:
         """The history as CSV lines, header first, newest first, ``history()``'s
-        filters; read one page at a time, so memory stays flat."""
+        filters; read one page at a time, so memory stays flat.
+
+        Text cells that a spreadsheet would run as a formula (starting with
+        ``=``, ``+``, ``-``, ``@``, tab or CR) are prefixed with ``'``; numbers
+        never are. ``spreadsheet_safe=False`` writes the text as stored, for
+        programs that read the file as data."""
         return reports.iter_history_csv(
             self, mandate, page_size=page_size, spreadsheet_safe=spreadsheet_safe, **filters
         )
@@ -1983,7 +2131,7 @@ class Billing:
         out: TextOut,
         *,
         page_size: int = 1000,
-        spreadsheet_safe: bool = False,
+        spreadsheet_safe: bool = True,
         **filters: Unpack[HistoryFilters],
     ) -> int:
         """Write the history as CSV to ``out``; returns the number of entries written."""
@@ -1997,10 +2145,11 @@ class Billing:
         mandate: str,
         *,
         group_by: GroupBy = ("day",),
-        spreadsheet_safe: bool = False,
+        spreadsheet_safe: bool = True,
         **filters: Unpack[UsageFilters],
     ) -> CsvLines:
-        """``usage_report()`` as CSV lines, header first."""
+        """``usage_report()`` as CSV lines, header first; text cells neutralised
+        as in ``iter_history_csv`` unless ``spreadsheet_safe=False``."""
         self._read(lambda conn: self._authorize(conn, mandate, Scope.READ))
         return reports.iter_usage_report_csv(
             self, mandate, group_by=group_by, spreadsheet_safe=spreadsheet_safe, **filters
@@ -2012,7 +2161,7 @@ class Billing:
         out: TextOut,
         *,
         group_by: GroupBy = ("day",),
-        spreadsheet_safe: bool = False,
+        spreadsheet_safe: bool = True,
         **filters: Unpack[UsageFilters],
     ) -> int:
         """Write ``usage_report()`` as CSV to ``out``; returns the number of groups written."""
@@ -2211,9 +2360,8 @@ def _check_ttl(ttl_s: object) -> None:
 
 
 def _aware(value: datetime, name: str) -> datetime:
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise e.InvalidRequest(f"{name} must be a timezone-aware datetime.", field=name)
-    return value
+    """A timezone-aware time within the range the stores hold, in UTC."""
+    return check_time(value, name)
 
 
 def _usage_json(usage: Usage) -> dict[str, int]:
@@ -2256,11 +2404,11 @@ def _same_capture(first: Entry, micros: int | None, usage: Usage | None) -> bool
 
 
 def _scope_allows(scopes: frozenset[Scope], need: Scope) -> bool:
-    """An admin key may do everything; a use key may also read."""
+    """An admin key may do everything; otherwise a key does what its scopes
+    name and no more: a use key does not read the mandate's history, reports
+    or settings (DESIGN rule 10; the table in ``docs/api-keys.md``)."""
     if Scope.ADMIN in scopes:
         return True
-    if need is Scope.READ:
-        return bool(scopes & {Scope.READ, Scope.USE})
     return need in scopes
 
 
@@ -2309,6 +2457,7 @@ def _entry_id() -> str:
 def _mandate_of(hold_id: object) -> str:
     if not isinstance(hold_id, str) or ":" not in hold_id:
         raise e.InvalidRequest(f"{hold_id!r} is not a hold id.", field="hold_id")
+    check_line(hold_id, "hold_id", max_length=MAX_HOLD_ID)
     return hold_id.split(":", 1)[0]
 
 
@@ -2336,13 +2485,8 @@ def _refusal_from_dict(data: dict[str, Any]) -> e.Refused:
 
 
 def _check_description(description: str | None) -> None:
-    if description is not None and (
-        not isinstance(description, str) or len(description) > MAX_DESCRIPTION_LENGTH
-    ):
-        raise e.InvalidRequest(
-            f"description must be text of at most {MAX_DESCRIPTION_LENGTH} characters.",
-            field="description",
-        )
+    if description is not None:
+        check_prose(description, "description", max_length=MAX_DESCRIPTION_LENGTH)
 
 
 def _check_metadata(metadata: Mapping[str, str | int] | None) -> dict[str, str | int]:
@@ -2354,20 +2498,31 @@ def _check_metadata(metadata: Mapping[str, str | int] | None) -> dict[str, str |
         )
     out: dict[str, str | int] = {}
     for k, v in metadata.items():
-        if not isinstance(k, str) or not 0 < len(k) <= MAX_REASON_LENGTH:
+        if not isinstance(k, str) or not k:
             raise e.InvalidRequest(f"metadata key {k!r} is not a short string.", field="metadata")
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, str | int)
-            or (isinstance(v, str) and len(v) > MAX_METADATA_VALUE)
-        ):
+        check_text(k, "metadata", label="A metadata key", max_length=MAX_REASON_LENGTH)
+        if isinstance(v, bool) or not isinstance(v, str | int):
             raise e.InvalidRequest(
                 f"metadata[{k!r}] must be a string (at most {MAX_METADATA_VALUE} characters) "
                 "or an integer.",
-                field="metadata",
+                field=f"metadata.{k}",
+            )
+        if isinstance(v, str):
+            check_prose(v, f"metadata.{k}", max_length=MAX_METADATA_VALUE)
+        elif abs(v) > MAX_METADATA_INT:
+            raise e.InvalidRequest(
+                f"metadata[{k!r}] must be an integer of at most 18 digits.",
+                field=f"metadata.{k}",
             )
         out[k] = v
     return out
+
+
+def _check_filters(**filters: str | None) -> None:
+    """Every text a read filters on is one both databases can compare."""
+    for name, value in filters.items():
+        if value is not None:
+            check_searchable(value, name, max_length=MAX_FILTER_LENGTH)
 
 
 def _encode_cursor(entry: Entry) -> str:
@@ -2379,11 +2534,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, entry_id = raw.split("|", 1)
-        when = datetime.fromisoformat(at)
-        if when.tzinfo is None:
+        when = check_time(datetime.fromisoformat(at), "cursor")
+        if "\x00" in entry_id or len(entry_id) > MAX_ENTRY_ID:
             raise ValueError
         return when, entry_id
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, e.InvalidRequest):
         raise e.InvalidRequest(
             "cursor is not one that history() returned.", field="cursor"
         ) from None

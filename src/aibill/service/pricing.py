@@ -59,6 +59,7 @@ from aibill.domain.errors import (
     InvalidAmount,
     InvalidRequest,
     MissingExchangeRate,
+    PermissionDenied,
     UnknownMandate,
     UnknownModel,
 )
@@ -71,6 +72,8 @@ from aibill.domain.money import (
     to_decimal,
 )
 from aibill.domain.principal import Scope
+from aibill.domain.text import check_line, check_searchable
+from aibill.domain.times import check_time
 from aibill.pricing.catalog import CATALOG_CURRENCY, Catalog, CostComponent, ProviderCost, Usage
 from aibill.service.hooks import Auditor, Guard, no_audit, trust
 from aibill.store import fast, tx
@@ -365,6 +368,15 @@ class Pricing:
         view._guard, view._auditor = guard, auditor
         return view
 
+    def _guard_call_cost(self, conn: Connection, mandate: str) -> None:
+        """What a call in ``mandate`` will cost (its markup, a model's price):
+        for a key that makes calls there (``billing:use``, as ``estimate``
+        tells it) or reads it (``billing:read``)."""
+        try:
+            self._guard(conn, mandate, Scope.USE)
+        except PermissionDenied:
+            self._guard(conn, mandate, Scope.READ)
+
     @property
     def catalog(self) -> Catalog:
         """The provider price catalog used when no custom price applies."""
@@ -613,10 +625,13 @@ class Pricing:
         as given."""
         if mandate is not None:
             check_name(mandate, "mandate")
+        for name, value in (("provider", provider), ("model", model)):
+            if value is not None:
+                check_searchable(value, name, max_length=_MODEL_MAX)
 
         def work(conn: Connection) -> Decimal:
             if mandate is not None:
-                self._guard(conn, mandate, Scope.READ)
+                self._guard_call_cost(conn, mandate)
             return self._markup(conn, mandate, provider, model)[0]
 
         return self._read(work)
@@ -811,7 +826,8 @@ class Pricing:
         platform's custom price or the catalog's.
 
         Raises ``UnknownModel`` when neither a custom price nor the catalog
-        knows the model. Reading a mandate's price needs read access to it.
+        knows the model. Reading a mandate's price needs ``billing:use`` or
+        ``billing:read`` there.
         """
         prov = _check_label(provider, "provider", _PROVIDER_MAX)
         mod = _check_label(model, "model", _MODEL_MAX)
@@ -821,7 +837,7 @@ class Pricing:
 
         def work(conn: Connection) -> ModelPrice:
             if mandate is not None:
-                self._guard(conn, mandate, Scope.READ)
+                self._guard_call_cost(conn, mandate)
                 _require_mandate(conn, mandate)
             custom = self._custom_price(conn, mandate, prov, mod, when)
             if custom is None:
@@ -1142,11 +1158,8 @@ _MARKUPS = fast.Statement(
 
 
 def _aware(value: object, field: str) -> datetime:
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        raise InvalidRequest(
-            f"{field} must be a timezone-aware datetime, not {value!r}.", field=field
-        )
-    return value
+    """A timezone-aware time within the range the stores hold, in UTC."""
+    return check_time(value, field)
 
 
 def _parse_decimal(
@@ -1236,12 +1249,7 @@ def _check_pair(base: str, quote: str) -> tuple[str, str]:
 def _check_source(source: object) -> str | None:
     if source is None:
         return None
-    if not isinstance(source, str) or not source.strip() or len(source) > _SOURCE_MAX:
-        raise InvalidRequest(
-            f"source must be a non-empty string of at most {_SOURCE_MAX} characters.",
-            field="source",
-        )
-    return source
+    return check_line(source, "source", max_length=_SOURCE_MAX)
 
 
 def _check_label(value: object, field: str, max_length: int) -> str:
@@ -1485,16 +1493,20 @@ def _parse_time(text: str) -> datetime:
             day = date.fromisoformat(text)
         except ValueError:
             raise ValueError(f"valid_from {text!r} is not an ISO 8601 date") from None
-        return datetime(day.year, day.month, day.day, tzinfo=UTC)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"valid_from {text!r} is not an ISO 8601 date or time") from None
+        when = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    else:
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"valid_from {text!r} is not an ISO 8601 date or time") from None
     if when.utcoffset() is None:
         raise ValueError(
             f"valid_from {text!r} has no timezone (write e.g. {text}+00:00 or {text}Z)"
         )
-    return when.astimezone(UTC)
+    try:
+        return check_time(when, "valid_from")
+    except InvalidRequest as exc:
+        raise ValueError(exc.message.rstrip(".")) from None
 
 
 def _parse_csv(source: TextIO | Iterable[str]) -> list[tuple[int, _CsvRate]]:

@@ -481,7 +481,7 @@ def test_exports_match_the_ledger(cli: Cli, tmp_path: Path) -> None:
 def test_demo_fills_a_month_once(local: Cli) -> None:
     made = local.run("demo", "--records", "60")
     assert "3 mandates created" in made.stdout
-    assert "aibill key create --user platform.ops" in made.stdout
+    assert "key create --user platform.ops" in made.stdout
     summary = local.json("demo", "--records", "60")
     assert summary["wrote_nothing"] is True
     assert summary["usage_records"] == {"created": 0, "present": 60}
@@ -562,6 +562,7 @@ NOT_COMMANDS = {
     "output_limit": "takes a connection: price show shows it",
     "provider_decision": "takes a connection: provider allowed answers it",
     "permission_decision": "takes a connection",
+    "spend_decision": "takes a connection: hold and usage commands meet it",
     "admin_decision": "takes a connection",
     "is_mandate_admin": "takes a connection: role list shows the roles",
     "builtin_rules": "the built-in rules are in docs/access.md",

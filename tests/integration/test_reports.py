@@ -580,8 +580,9 @@ def test_usage_report_csv_exact(story: Story) -> None:
 
 
 def test_spreadsheet_safe_defuses_formulas(billing: Billing) -> None:
-    """Text a spreadsheet would run as a formula gets a leading quote; negative
-    balances stay numbers."""
+    """Text a spreadsheet would run as a formula gets a leading quote (by
+    default); negative balances stay numbers; ``spreadsheet_safe=False`` keeps
+    the text as stored."""
     billing.create_mandate("x", billing_model="unlimited", currency="USD")
     billing.add_user("ann")
     billing.add_member("x", "ann")
@@ -595,9 +596,9 @@ def test_spreadsheet_safe_defuses_formulas(billing: Billing) -> None:
         description="@SUM(A1)",
         idempotency_key="k",
     )
-    plain = read_csv("".join(billing.iter_history_csv("x")))[0]
+    plain = read_csv("".join(billing.iter_history_csv("x", spreadsheet_safe=False)))[0]
     assert (plain["feature_code"], plain["description"]) == ("=HYPERLINK(1)", "@SUM(A1)")
-    safe = read_csv("".join(billing.iter_history_csv("x", spreadsheet_safe=True)))[0]
+    safe = read_csv("".join(billing.iter_history_csv("x")))[0]
     assert (safe["feature_code"], safe["description"]) == ("'=HYPERLINK(1)", "'@SUM(A1)")
     assert safe["balance_after"] == "-2.000000"
 

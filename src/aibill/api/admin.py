@@ -47,8 +47,8 @@ class RateIn(s.Body):
 
     base: Annotated[str, Field(examples=["USD"])]
     quote: Annotated[str, Field(examples=["CHF"])]
-    rate: Annotated[str, Field(pattern=r"^\d{1,12}(\.\d{1,12})?$", examples=["0.80"])]
-    valid_from: datetime | None = None
+    rate: Annotated[str, Field(pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?$", examples=["0.80"])]
+    valid_from: s.Time | None = None
     source: s.Text | None = None
 
 
@@ -60,13 +60,13 @@ class MarkupIn(s.Body):
         },
     )
 
-    percent: Annotated[str, Field(pattern=r"^\d{1,4}(\.\d{1,6})?$", examples=["50"])]
+    percent: Annotated[str, Field(pattern=r"^[0-9]{1,4}(\.[0-9]{1,6})?$", examples=["50"])]
     mandate: s.Name | None = None
     provider: s.Tag | None = None
     model: s.Tag | None = None
 
 
-PriceText = Annotated[str, Field(pattern=r"^\d{1,7}(\.\d{1,12})?$", examples=["2.50"])]
+PriceText = Annotated[str, Field(pattern=r"^[0-9]{1,7}(\.[0-9]{1,12})?$", examples=["2.50"])]
 
 
 class PriceIn(s.Body):
@@ -93,7 +93,7 @@ class PriceIn(s.Body):
     cache_write_mtok: PriceText | None = None
     per_request: PriceText | None = None
     currency: str = "USD"
-    valid_from: datetime | None = None
+    valid_from: s.Time | None = None
     mandate: s.Name | None = None
     output_limit: Annotated[int, Field(ge=1, le=10**9)] | None = None
 
@@ -150,7 +150,7 @@ class KeyIn(s.Body):
     scopes: Annotated[
         list[str], Field(min_length=1, max_length=3, default_factory=lambda: ["billing:use"])
     ]
-    expires_at: datetime | None = None
+    expires_at: s.Time | None = None
     name: s.Name | None = None
 
 
@@ -164,7 +164,7 @@ class OverdraftIn(s.Body):
         extra="forbid", json_schema_extra={"examples": [{"amount": "20.00", "user": None}]}
     )
 
-    amount: Annotated[str, Field(pattern=r"^\d{1,13}(\.\d{1,6})?$")]
+    amount: Annotated[str, Field(pattern=r"^[0-9]{1,13}(\.[0-9]{1,6})?$")]
     user: s.Name | None = None
 
 
@@ -232,7 +232,7 @@ def exchange_rates(
 
 @router.get("/exchange-rates/{base}/{quote}", tags=["pricing"])
 def exchange_rate(
-    base: str, quote: str, billing: Ledger, at: datetime | None = None
+    base: str, quote: str, billing: Ledger, at: s.Time | None = None
 ) -> dict[str, str]:
     """The rate in force at ``at`` (default: now); 404 ``missing_exchange_rate`` if none."""
     when = at or datetime.now(UTC)
@@ -293,7 +293,7 @@ def model_price(
     model: str,
     billing: Ledger,
     mandate: str | None = None,
-    at: datetime | None = None,
+    at: s.Time | None = None,
 ) -> ModelPrice:
     """The prices in force for one model at ``at`` (default: now): the mandate's
     custom price, else the platform's, else the catalog's; 404 ``unknown_model``
@@ -559,10 +559,12 @@ def export_history(
     billing: Ledger,
     filters: Annotated[s.HistoryQuery, Query()],
     page_size: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    spreadsheet_safe: bool = False,
+    spreadsheet_safe: bool = True,
 ) -> StreamingResponse:
     """The mandate's entries as CSV, streamed page by page, with the history's filters.
-    ``spreadsheet_safe`` quotes cells a spreadsheet would read as a formula."""
+    Text cells a spreadsheet would run as a formula (starting with ``=``, ``+``,
+    ``-``, ``@``, tab or CR) get a leading ``'``; numbers never do.
+    ``spreadsheet_safe=false`` writes the text as stored (for programs)."""
     lines: Iterator[str] = billing.iter_history_csv(
         mandate, page_size=page_size, spreadsheet_safe=spreadsheet_safe, **filters.filters()
     )
@@ -584,8 +586,10 @@ def export_usage_report(
     billing: Ledger,
     filters: Annotated[s.UsageQuery, Query()],
     group_by: GroupByQuery = ["day"],  # noqa: B006
-    spreadsheet_safe: bool = False,
+    spreadsheet_safe: bool = True,
 ) -> StreamingResponse:
+    """A usage report as CSV; text cells neutralised as in ``entries.csv``
+    unless ``spreadsheet_safe=false``."""
     lines: Iterator[str] = billing.iter_usage_report_csv(
         mandate, group_by=group_by, spreadsheet_safe=spreadsheet_safe, **filters.filters()
     )

@@ -25,6 +25,7 @@ from aibill.cli.core import (
     show_record,
     show_table,
     use,
+    whole,
 )
 from aibill.cli.ledger import BALANCE_COLUMNS
 
@@ -752,7 +753,7 @@ def price_set(
     currency: Annotated[str, typer.Option()] = "USD",
     mandate: MandateOpt = None,
     valid_from: When = None,
-    output_limit: Annotated[int | None, typer.Option(min=1)] = None,
+    output_limit: Annotated[int | None, typer.Option(parser=whole(min=1))] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Set a custom price (platform-wide, or for one mandate) from a time on."""

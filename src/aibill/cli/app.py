@@ -126,7 +126,7 @@ app.add_typer(db_app, name="db")
 def db_upgrade(as_json: JsonFlag = False) -> None:
     """Bring the local database's schema up to date (Alembic migrations)."""
     st = use(as_json)
-    billing = st.local()  # connecting migrates
+    billing = st.local(create=True)  # connecting creates the file and migrates
     from aibill.store.migrate import current_revision
 
     revision = current_revision(billing.engine)
@@ -173,7 +173,7 @@ def demo(
     from aibill import demo_data
 
     st = use(as_json)
-    billing = st.local()
+    billing = st.local(create=True)
     with progress(st, "writing usage records", total=records) as advance:
         done = [0]
 

@@ -30,12 +30,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, date, datetime, time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -45,11 +46,15 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 import aibill
 from aibill.client import Client
 from aibill.domain import errors as e
+from aibill.domain.money import decimal_from_text, int_from_text
+from aibill.domain.text import printable
+from aibill.domain.times import RANGE_TEXT, check_time
 from aibill.service.billing import Billing
 
 EXIT_OK = 0
@@ -108,8 +113,12 @@ class State:
                 self._backend = local.authenticate(self.key) if self.key else local
         return self._backend
 
-    def local(self) -> Billing:
-        """The local database itself (commands that only make sense there)."""
+    def local(self, *, create: bool = False) -> Billing:
+        """The local database itself (commands that only make sense there).
+
+        A SQLite file that does not exist is created only when ``create`` says
+        so (``db upgrade``, ``demo``); any other command refuses it in one line,
+        so that a mistyped path never becomes a new, empty ledger."""
         if self.url is not None:
             raise e.InvalidRequest(
                 "This command works on a local database only; drop --url (and AIBILL_URL).",
@@ -122,6 +131,7 @@ class State:
                 settings = load_settings(database_url=self.db)
             except SettingsError as err:
                 raise e.InvalidRequest(str(err)) from None
+            _require_sqlite_file(settings.database_url, create=create)
             self._local = aibill.connect(
                 settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
             )
@@ -167,7 +177,7 @@ class Group(TyperGroup):
             fail(_current.get() or State(), err)
         except OSError as err:  # a file named on the command line
             st = _current.get() or State()
-            st.err.print(f"[red]error[/red]: {err}", markup=True, highlight=False)
+            st.err.print(f"[red]error[/red]: {shown(str(err))}", markup=True, highlight=False)
             raise typer.Exit(EXIT_FAILURE) from None
 
 
@@ -177,7 +187,7 @@ def fail(st: State, err: e.AibillError) -> NoReturn:
         st.err.print_json(json.dumps({"error": err.to_dict(), "exit_code": code}))
     else:
         st.err.print(
-            f"[red]error[/red] [bold]\\[{err.code}][/bold]: {err.message}",
+            f"[red]error[/red] [bold]\\[{err.code}][/bold]: {shown(err.message)}",
             markup=True,
             highlight=False,
         )
@@ -190,12 +200,12 @@ def fail(st: State, err: e.AibillError) -> NoReturn:
 def parse_money(value: str) -> Decimal:
     """An exact decimal amount from the command line (never through a float)."""
     try:
-        amount = Decimal(value.strip().replace("_", ""))
-    except InvalidOperation:
-        raise typer.BadParameter(f"{value!r} is not a decimal amount (e.g. 12.50).") from None
-    if not amount.is_finite():
-        raise typer.BadParameter(f"{value!r} is not a finite amount.")
-    return amount
+        # ASCII digits only (Decimal() would read other scripts' digits too).
+        return decimal_from_text(value.strip().replace("_", ""))
+    except e.InvalidRequest:
+        raise typer.BadParameter(
+            f"{value!r} is not a decimal amount: ASCII digits with an optional point (e.g. 12.50)."
+        ) from None
 
 
 def parse_time(value: str) -> datetime:
@@ -204,13 +214,44 @@ def parse_time(value: str) -> datetime:
     text = value.strip()
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise typer.BadParameter(
             f"{value!r} is not a date or time (e.g. 2026-11-01 or 2026-11-01T08:30:00Z)."
         ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    try:
+        check_time(moment, "time")
+    except e.InvalidRequest:
+        raise typer.BadParameter(
+            f"{value!r} is out of range: aibill takes times {RANGE_TEXT}."
+        ) from None
+    return moment
+
+
+def whole(min: int | None = None, max: int | None = None) -> Callable[[str | int], int]:
+    """An integer option's parser, ``typer.Option(parser=whole(min=0))``: ASCII
+    digits only (``int()`` would also read other scripts' digits: ``"١٢"`` is
+    12), within ``min`` and ``max``."""
+
+    def integer(value: str | int) -> int:
+        if isinstance(value, int):  # a default
+            number = value
+        else:
+            try:
+                number = int_from_text(value.strip(), field="value")
+            except e.InvalidRequest:
+                raise typer.BadParameter(
+                    f"{value!r} is not a whole number in ASCII digits."
+                ) from None
+        if (min is not None and number < min) or (max is not None and number > max):
+            bounds = f"from {min}" if max is None else f"from {min} to {max}"
+            raise typer.BadParameter(f"{number} is not a whole number {bounds}.")
+        return number
+
+    return integer
 
 
 def parse_list(value: str) -> list[str]:
@@ -254,6 +295,35 @@ Until = Annotated[
 ]
 
 
+def _require_sqlite_file(database_url: str, *, create: bool) -> None:
+    """Refuse, in words, a SQLite ledger file that is missing (unless ``create``)
+    or whose folder is missing."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    path = Path(url.database)
+    if path.exists():
+        return
+    if not path.parent.is_dir():
+        raise e.InvalidRequest(
+            f"No ledger at {path}: the folder {path.parent} does not exist.", field="db"
+        )
+    if not create:
+        raise e.InvalidRequest(
+            f"No ledger at {path}. Check the path, or create a new ledger there with"
+            f" `{_prog()} --db {path} db upgrade` (or fill one with `... demo`).",
+            field="db",
+        )
+
+
+def _prog() -> str:
+    return os.environ.get(COMMAND_ENV, "").strip() or "aibill"
+
+
 COMMAND_ENV = "AIBILL_COMMAND"
 """How the user started aibill (``./scripts/run`` sets it), so that the commands a
 hint suggests are typed as the user types them."""
@@ -262,9 +332,8 @@ hint suggests are typed as the user types them."""
 def command(st: State, args: str) -> str:
     """An aibill command line to suggest, as the user can run it: through the
     command they used (``aibill``, or ``./scripts/run``), on the same ``--db``."""
-    prog = os.environ.get(COMMAND_ENV, "").strip() or "aibill"
     where = f" --db {st.db}" if st.db and not st.remote else ""
-    return f"{prog}{where} {args}"
+    return f"{_prog()}{where} {args}"
 
 
 def example(*lines: str) -> str:
@@ -291,6 +360,17 @@ def to_json(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [to_json(v) for v in value]
     return value
+
+
+def _title(title: str | None) -> Text | None:
+    """A table's title, shown as it is (it may name a stored model or provider)."""
+    return None if title is None else Text(printable(title))
+
+
+def shown(text: str) -> str:
+    """``text`` for a Rich markup string: shown as it is (``[bold]`` in a
+    description stays literal), with control characters made visible."""
+    return escape(printable(text))
 
 
 def human(value: Any) -> str:
@@ -344,7 +424,7 @@ def show_table(
     if not rows:
         st.out.print(empty, style="dim", highlight=False)
         return
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = Table(title=_title(title), title_justify="left", header_style="bold")
     getters = []
     for spec in columns:
         header, getter, numeric = _column(spec)
@@ -354,7 +434,7 @@ def show_table(
         )
         getters.append(getter)
     for row in rows:
-        table.add_row(*(human(g(row)) for g in getters))
+        table.add_row(*(Text(printable(human(g(row)))) for g in getters))
     st.out.print(table)
 
 
@@ -366,14 +446,14 @@ def show_record(
         print_json(st, record)
         return
     items = to_pairs(record)
-    table = Table(title=title, title_justify="left", show_header=False, box=None)
+    table = Table(title=_title(title), title_justify="left", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     hidden = set(skip)
     for name, value in items:
         if name in hidden or value in (None, {}, ()):
             continue
-        table.add_row(name.replace("_", " "), human(value))
+        table.add_row(name.replace("_", " "), Text(printable(human(value))))
     st.out.print(table)
 
 

@@ -23,6 +23,7 @@ from aibill.cli.core import (
     show_record,
     show_table,
     use,
+    whole,
 )
 from aibill.domain.model import Balance, Entry, Hold
 from aibill.pricing.catalog import Usage
@@ -33,7 +34,7 @@ Model = Annotated[str | None, typer.Option(help="Model id, e.g. gpt-4o.")]
 OptMoney = Annotated[
     Decimal | None, typer.Option(parser=parse_money, metavar="AMOUNT", help="A fixed amount.")
 ]
-Tokens = Annotated[int | None, typer.Option(min=0)]
+Tokens = Annotated[int | None, typer.Option(parser=whole(min=0))]
 FeatureCode = Annotated[str | None, typer.Option(help="Product surface, e.g. chatplayground.")]
 FeatureInstance = Annotated[str | None, typer.Option(help="Feature instance id.")]
 
@@ -161,8 +162,8 @@ def estimate(
     mandate: str,
     provider: Annotated[str, typer.Option(help="AI provider, e.g. openai.")],
     model: Annotated[str, typer.Option(help="Model id, e.g. gpt-4o.")],
-    input_tokens: Annotated[int, typer.Option(min=0)],
-    max_output_tokens: Annotated[int, typer.Option(min=0)],
+    input_tokens: Annotated[int, typer.Option(parser=whole(min=0))],
+    max_output_tokens: Annotated[int, typer.Option(parser=whole(min=0))],
     as_json: JsonFlag = False,
 ) -> None:
     """The most a call can cost the mandate (what a hold would reserve)."""
@@ -187,7 +188,9 @@ def hold(
     max_output_tokens: Tokens = None,
     feature_code: FeatureCode = None,
     feature_instance: FeatureInstance = None,
-    ttl: Annotated[int, typer.Option(min=1, help="Seconds until the hold expires.")] = 900,
+    ttl: Annotated[
+        int, typer.Option(parser=whole(min=1), help="Seconds until the hold expires.")
+    ] = 900,
     idempotency_key: IdemKey = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -307,7 +310,7 @@ def balance(
 
 def history(
     mandate: str,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    limit: Annotated[int, typer.Option(parser=whole(min=1, max=1000))] = 50,
     cursor: Annotated[str | None, typer.Option(help="From a previous page's next cursor.")] = None,
     user: User = None,
     kind: Annotated[str | None, typer.Option(help="credit or debit.")] = None,
@@ -348,7 +351,7 @@ def history(
 
 def holds(
     mandate: str,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    limit: Annotated[int, typer.Option(parser=whole(min=1, max=1000))] = 100,
     as_json: JsonFlag = False,
 ) -> None:
     """The holds in flight (pending), newest first."""

@@ -23,6 +23,7 @@ from aibill.cli.core import (
     show_table,
     to_json,
     use,
+    whole,
 )
 from aibill.domain import errors as e
 from aibill.domain.model import HistoryFilters
@@ -133,8 +134,12 @@ def export(
     model: FilterOpt = None,
     spreadsheet_safe: Annotated[
         bool,
-        typer.Option(help="Quote cells that a spreadsheet would run as formulas (CSV)."),
-    ] = False,
+        typer.Option(
+            help="CSV: prefix text cells a spreadsheet would run as a formula (starting with"
+            " = + - @, tab or CR) with '. --no-spreadsheet-safe writes the text as stored,"
+            " for programs."
+        ),
+    ] = True,
     as_json: JsonFlag = False,
 ) -> None:
     """Export entries or a usage report as CSV or JSON, streamed page by page
@@ -183,7 +188,7 @@ def export(
             advance(rows)
     where = str(output) if output else "stdout"
     if output is not None or not sys.stdout.isatty():
-        st.err.print(f"exported {max(rows, 0):,} rows to {where}", highlight=False)
+        st.err.print(f"exported {max(rows, 0):,} rows to {where}", highlight=False, markup=False)
 
 
 def _write_csv(lines: Iterator[str], out: TextIO, advance: Callable[[int], None]) -> int:
@@ -240,7 +245,7 @@ def audit(
     mandate: Annotated[
         str | None, typer.Argument(help="A mandate (default: the platform's log).")
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    limit: Annotated[int, typer.Option(parser=whole(min=1, max=1000))] = 50,
     cursor: Annotated[str | None, typer.Option()] = None,
     as_json: JsonFlag = False,
 ) -> None:

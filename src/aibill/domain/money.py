@@ -3,12 +3,19 @@
 This module is the one place where the two meet. Floats are refused: a float
 cannot say 0.1 exactly, and a ledger that starts from an inexact number can
 never be exact again.
+
+A money *string* is plain ASCII: an optional sign, the digits ``0-9``, and
+optionally a point followed by more digits (``"12"``, ``"0.50"``, ``"-3.25"``).
+Python's ``Decimal()`` and ``int()`` would also take other scripts' digits
+(``"١٢"`` is 12), exponents (``"1e3"``), underscores (``"1_000"``), ``NaN``,
+``Infinity`` and surrounding whitespace; all of these are refused here, so a
+string means the same to aibill as to every person and program that reads it.
 """
 
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from aibill.domain.errors import InvalidAmount, InvalidRequest
 
@@ -18,7 +25,49 @@ MICRO = Decimal("0.000001")
 # integers of micro-units (9.2 * 10^12 units), so a single amount can never
 # overflow them on its own.
 MAX_AMOUNT_MICROS = 10**18
+MAX_TEXT_LENGTH = 100
+"""The longest money (or price, rate, percent) string read; longer is refused."""
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+_DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?", re.ASCII)
+# What ``str()`` writes for an int, a float or a Decimal: exponents too.
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_WHOLE_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_NOT_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
+
+
+def decimal_from_text(text: str, *, field: str = "amount", exponent: bool = False) -> Decimal:
+    """The Decimal a money string says, or ``InvalidAmount`` naming ``field``.
+
+    Only ASCII is read: ``[+-]?[0-9]+(\\.[0-9]+)?``, at most
+    ``MAX_TEXT_LENGTH`` characters. ``exponent=True`` also takes what ``str()``
+    writes for a float or a Decimal (``"1e-06"``, ``"1E+3"``): for the one
+    place that converts plain numbers through ``str()`` (the compatibility
+    module). ``NaN`` and infinities are never taken.
+    """
+    pattern = _NUMBER_TEXT if exponent else _DECIMAL_TEXT
+    if len(text) <= MAX_TEXT_LENGTH and pattern.fullmatch(text):
+        return Decimal(text)
+    if text.lower().lstrip("+-") in _NOT_FINITE:
+        raise InvalidAmount(f"{field} must be a finite number, not {text}.", field=field)
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    raise InvalidAmount(
+        f"{field} {shown!r} is not a decimal number: write ASCII digits with an optional"
+        ' sign and decimal point, such as "12.50" (no exponent, spaces or other'
+        " characters).",
+        field=field,
+    )
+
+
+def int_from_text(text: str, *, field: str) -> int:
+    """A whole number from text (a query parameter, a form, a CSV cell), ASCII
+    digits only: ``int()`` would also read other scripts' digits. Raises
+    ``InvalidRequest`` naming ``field``."""
+    if len(text) > 40 or not _WHOLE_TEXT.fullmatch(text):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise InvalidRequest(
+            f"{field} must be a whole number in ASCII digits, not {shown!r}.", field=field
+        )
+    return int(text)
 
 
 def to_decimal(value: object, *, field: str = "amount") -> Decimal:
@@ -35,12 +84,7 @@ def to_decimal(value: object, *, field: str = "amount") -> Decimal:
     elif isinstance(value, Decimal):
         number = value
     elif isinstance(value, str):
-        try:
-            number = Decimal(value.strip())
-        except InvalidOperation:
-            raise InvalidAmount(
-                f"{field} {value!r} is not a decimal number.", field=field
-            ) from None
+        number = decimal_from_text(value, field=field)
     else:
         raise InvalidAmount(
             f"{field} must be a Decimal, an int or a decimal string, not {type(value).__name__}.",
@@ -87,7 +131,7 @@ def round_to_micros(value: Decimal) -> int:
 
 def check_currency(code: str) -> str:
     """A currency is three upper-case letters (ISO 4217)."""
-    if not isinstance(code, str) or not _CURRENCY.match(code):
+    if not isinstance(code, str) or not _CURRENCY.fullmatch(code):
         raise InvalidRequest(
             f"currency must be an ISO 4217 code of three capital letters, not {code!r}.",
             field="currency",

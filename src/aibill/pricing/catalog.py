@@ -54,6 +54,7 @@ from genai_prices.units import UnitDef, UnitRegistry
 from genai_prices.validation import validate_priced_units
 
 from aibill.domain.errors import InvalidRequest, UnknownModel
+from aibill.domain.times import check_time
 
 __all__ = ["MAX_COUNT", "Catalog", "CostComponent", "ProviderCost", "Usage"]
 
@@ -357,8 +358,7 @@ class Catalog:
             raise InvalidRequest(
                 f"usage must be an aibill Usage, not {type(usage).__name__}.", field="usage"
             )
-        if not isinstance(at, datetime) or at.utcoffset() is None:
-            raise InvalidRequest(f"at must be a timezone-aware datetime, not {at!r}.", field="at")
+        at = check_time(at, "at")
         provider_info, model_info = self._lookup(provider, model)
         model_price = model_info.get_prices(at)
         plan = self._plan(model_price, provider, model)

@@ -12,7 +12,6 @@ they delegate to the functions below.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from sqlalchemy import (
 )
 
 from aibill.domain import errors as e
+from aibill.domain.csvcell import neutralize
 from aibill.domain.model import (
     POOL_ACCOUNT,
     BillingModel,
@@ -44,6 +44,8 @@ from aibill.domain.model import (
     wallet_account,
 )
 from aibill.domain.money import from_micros
+from aibill.domain.text import check_searchable
+from aibill.domain.times import check_optional_time
 from aibill.store.schema import accounts, entries, holds, mandates, memberships, users
 
 if TYPE_CHECKING:
@@ -103,12 +105,12 @@ USAGE_CSV_TOTALS = (
     "cache_write_tokens",
 )
 EXPORT_PAGE = 1000
+MAX_FILTER_LENGTH = 200
 USAGE_REASON = "usage"
 _PICO_PER_MICRO = 10**6
 _PICO_PER_UNIT = 10**12
 _MICRO_SQL = literal_column(str(_PICO_PER_MICRO), BigInteger)
 _TEXT_FILTERS = ("user", "provider", "model", "feature_code", "feature_instance", "workflow_id")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 KeyValue = str | datetime | None
 GroupBy = Sequence[str]
@@ -268,9 +270,8 @@ def _check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
 
 
 def _check_range(since: datetime | None, until: datetime | None) -> None:
-    for name, when in (("since", since), ("until", until)):
-        if when is not None and (not isinstance(when, datetime) or when.tzinfo is None):
-            raise e.InvalidRequest(f"{name} must be a timezone-aware datetime.", field=name)
+    since = check_optional_time(since, "since")
+    until = check_optional_time(until, "until")
     if since is not None and until is not None and until < since:
         raise e.InvalidRequest("until must not be before since.", field="until")
 
@@ -349,8 +350,8 @@ def usage_report(
         "workflow_id": workflow_id,
     }
     for name, value in filters.items():
-        if value is not None and not isinstance(value, str):
-            raise e.InvalidRequest(f"{name} must be a string.", field=name)
+        if value is not None:
+            check_searchable(value, name, max_length=MAX_FILTER_LENGTH)
     sqlite = billing.engine.dialect.name == "sqlite"
     c = entries.c
     columns = {
@@ -433,29 +434,29 @@ def usage_report(
 # ------------------------------------------------------------------------ CSV
 
 
-class _Line:
-    """A file-like target that keeps only the last line ``csv.writer`` wrote."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = ""
-
-    def write(self, text: str) -> int:
-        self.value = text
-        return len(text)
+_QUOTED = (",", '"', "\r", "\n")
+# Quoted too when neutralising: a spreadsheet that splits on ``;`` or tab (as
+# Excel does in many locales) would otherwise start a new cell there, and that
+# cell could start with a formula.
+_QUOTED_SAFE = (*_QUOTED, ";", "\t")
 
 
 def _line_writer(spreadsheet_safe: bool) -> Callable[[Sequence[object]], str]:
-    line = _Line()
-    writer = csv.writer(line)
+    """Renders one row as a CSV line (RFC 4180, ``\\r\\n``). With
+    ``spreadsheet_safe``, text cells go through :func:`neutralize` (numbers,
+    times and flags never do: the column's type decides, not the content)."""
+    quoted = _QUOTED_SAFE if spreadsheet_safe else _QUOTED
+
+    def field(value: object) -> str:
+        text = _cell(value)
+        if spreadsheet_safe and isinstance(value, str):
+            text = neutralize(text)
+        if any(c in text for c in quoted):
+            return '"' + text.replace('"', '""') + '"'
+        return text
 
     def render(cells: Sequence[object]) -> str:
-        out = [_cell(v) for v in cells]
-        if spreadsheet_safe:
-            out = [_defuse(v) for v in out]
-        writer.writerow(out)
-        return line.value
+        return ",".join(field(v) for v in cells) + "\r\n"
 
     return render
 
@@ -478,16 +479,6 @@ def _cell(value: object) -> str:
 def _iso(when: datetime) -> str:
     """ISO 8601 in UTC with microseconds and ``Z``: one fixed width, sorts as text."""
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _defuse(text: str) -> str:
-    """Text a spreadsheet would run as a formula, prefixed with ``'``; numbers stay as they are."""
-    if text.startswith(_FORMULA_START):
-        try:
-            Decimal(text)
-        except ArithmeticError:
-            return "'" + text
-    return text
 
 
 def _history_cells(entry: Entry) -> list[object]:
@@ -529,7 +520,7 @@ def iter_history_csv(
     mandate: str,
     *,
     page_size: int = EXPORT_PAGE,
-    spreadsheet_safe: bool = False,
+    spreadsheet_safe: bool = True,
     **filters: Unpack[HistoryFilters],
 ) -> Iterator[str]:
     """The mandate's history as CSV lines (header first, each ending ``\\r\\n``),
@@ -573,7 +564,7 @@ def iter_usage_report_csv(
     mandate: str,
     *,
     group_by: Sequence[str] = ("day",),
-    spreadsheet_safe: bool = False,
+    spreadsheet_safe: bool = True,
     **filters: Unpack[UsageFilters],
 ) -> Iterator[str]:
     """A usage report as CSV lines, header first.

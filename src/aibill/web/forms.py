@@ -170,7 +170,9 @@ def show_desk(
         **context,
         audit=audit,
         audit_older="?" + urlencode({"audit": audit.cursor}) + "#audit" if audit.cursor else None,
-        notice=notice.format(n=count if count.isdigit() else "0") if notice else None,
+        notice=notice.format(n=count if count.isascii() and count.isdigit() else "0")
+        if notice
+        else None,
         ref=params.get("ref"),
         section=section,
         error=error,

@@ -184,7 +184,8 @@ def transactions(request: Request, mandate: str, viewer: ViewerDep) -> HTMLRespo
     except e.InvalidRequest as exc:
         error = exc
     filtered = {k: v for k, v in shown.items() if v}
-    number = int(params["n"]) if params.get("n", "").isdigit() else 1
+    n = params.get("n", "")
+    number = int(n) if n.isascii() and n.isdigit() and len(n) < 10 else 1
     return page(
         request,
         "transactions.html",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from aibill.domain import errors as e
+from aibill.domain.times import check_time
 
 PERIODS = {
     "month": "This month",
@@ -15,6 +16,8 @@ PERIODS = {
     "30d": "Last 30 days",
     "custom": "Custom",
 }
+MAX_CUSTOM_DAYS = 1096
+"""The longest custom period the usage page draws (three years)."""
 
 
 def midnight(value: date) -> datetime:
@@ -30,11 +33,13 @@ def parse_day(text: str, field: str) -> date | None:
     if not text:
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise e.InvalidRequest(
             f"{field} must be a date such as 2026-03-01, not {text!r}.", field=field
         ) from None
+    check_time(midnight(day), field)  # within what the ledger stores
+    return day
 
 
 def day_range(first: str, last: str) -> tuple[datetime | None, datetime | None]:
@@ -44,7 +49,7 @@ def day_range(first: str, last: str) -> tuple[datetime | None, datetime | None]:
         raise e.InvalidRequest("The end date is before the start date.", field="to")
     return (
         midnight(start) if start else None,
-        midnight(end + timedelta(days=1)) if end else None,
+        check_time(midnight(end + timedelta(days=1)), "to") if end else None,
     )
 
 
@@ -74,7 +79,15 @@ def period(key: str, first: str, last: str, now: datetime) -> Period:
     tomorrow = today + timedelta(days=1)
     if key == "custom":
         since, until = day_range(first, last)
-        return Period(key, since or month_start(now), until or tomorrow)
+        span = Period(key, since or month_start(now), until or tomorrow)
+        # The page draws every day of the period: a bounded number of them.
+        if span.until - span.since > timedelta(days=MAX_CUSTOM_DAYS):
+            raise e.InvalidRequest(
+                f"A custom period covers at most {MAX_CUSTOM_DAYS} days; for longer ones,"
+                " export the usage report.",
+                field="from",
+            )
+        return span
     if key == "last-month":
         this = month_start(now)
         return Period(key, month_start(this - timedelta(days=1)), this)

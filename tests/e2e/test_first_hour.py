@@ -72,3 +72,25 @@ def test_the_demo_refuses_a_ledger_with_the_readmes_mandate(tmp_path: Path) -> N
     finally:
         for end in ("", "-wal", "-shm"):
             target.with_name(target.name + end).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("command", ["balance acme", "mandate list", "verify"])
+def test_a_missing_ledger_file_is_one_line_and_creates_nothing(
+    tmp_path: Path, command: str
+) -> None:
+    typo = tmp_path / "aibil.db"
+    done = shell(f"./scripts/run --db {typo} {command}", ROOT, code=2)
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert f"No ledger at {typo}" in done.stderr and "db upgrade" in done.stderr
+    assert not typo.exists()
+    nowhere = tmp_path / "no" / "such" / "dir" / "x.db"
+    done = shell(f"./scripts/run --db {nowhere} {command}", ROOT, code=2)
+    assert done.stderr.strip().count("\n") == 0 and "does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_only_db_upgrade_and_demo_create_a_ledger_file(tmp_path: Path) -> None:
+    made = tmp_path / "new.db"
+    shell(f"./scripts/run --db {made} db upgrade", ROOT)
+    assert made.exists()
+    shell(f"./scripts/run --db {made} mandate list", ROOT)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ctypes
 import ctypes.util
 import json
@@ -55,7 +56,9 @@ from aibill.store.schema import platform_admins
 
 BOOTSTRAP_USER = "admin"
 BOOTSTRAP_KEY_NAME = "bootstrap"
-STARTUP_FAILURE = 3
+STARTUP_FAILURE = 5
+"""Exit status when the server cannot start (the port is taken, the address is not
+this machine's): not 3, which the command line keeps for a billing refusal."""
 GRACEFUL_SHUTDOWN_S = 30
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_S = 1.0
@@ -324,6 +327,19 @@ class NoDelayH11Protocol(H11Protocol):
         super().connection_made(transport)
 
 
+def listen_failure(host: str, port: int, exc: OSError) -> str:
+    """Why the service cannot listen, and what to change: one line."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {host}:{port}: the port is in use (another aibill serve?)."
+            " Choose another with --port or AIBILL_PORT, e.g. ./scripts/run serve --port 8001"
+        )
+    return (
+        f"cannot listen on {host}:{port}: {exc.strerror or exc}."
+        " Choose another address with --host / --port, or AIBILL_HOST / AIBILL_PORT"
+    )
+
+
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything is created in the ledger (so
     that a taken port never swallows a bootstrap key); OSError when it cannot be."""
@@ -381,7 +397,7 @@ def serve(
     try:
         sock = _bind(settings.host, settings.port)
     except OSError as exc:
-        say(f"aibill serve: cannot listen on {settings.host}:{settings.port}: {exc}", err)
+        say(f"aibill serve: {listen_failure(settings.host, settings.port, exc)}", err)
         return STARTUP_FAILURE
     url = base_url(settings.host, sock.getsockname()[1])
     try:

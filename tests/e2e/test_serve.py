@@ -329,17 +329,21 @@ def test_sqlite_runs_one_worker_and_logs_json(launch: Any, tmp_path: Path) -> No
     assert any(log["logger"] == "uvicorn.access" and "/readyz" in log["message"] for log in logs)
 
 
-def test_a_taken_port_exits_3_and_keeps_the_bootstrap_key_for_later(
+def test_a_taken_port_exits_5_names_the_way_out_and_keeps_the_bootstrap_key(
     launch: Any, tmp_path: Path
 ) -> None:
+    """Exit 5 is the service's own "could not start" (3 is a billing refusal), and
+    the one line names the option and the variable that change the port."""
     db = f"sqlite:///{tmp_path / 'taken.db'}"
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
         refused = launch(["--db", db, "--port", str(port)])
-        assert refused.proc.wait(timeout=START_TIMEOUT_S) == 3
-    assert f"cannot listen on 127.0.0.1:{port}" in refused.stderr
+        assert refused.proc.wait(timeout=START_TIMEOUT_S) == 5
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in refused.stderr
+    assert "--port" in refused.stderr and "AIBILL_PORT" in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0, refused.stderr
     assert refused.bootstrap_key() is None
     # Nothing was created, so the next start still shows the first key.
     served = launch(["--db", db, "--port", str(free_port())])

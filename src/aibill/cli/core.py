@@ -17,6 +17,7 @@ Exit codes (stable; scripts may rely on them):
 3     refused by a billing rule: insufficient balance, provider not
       allowed, spending limit exceeded (and ``check`` answering "no")
 4     denied: the key is invalid, or its holder may not do this
+5     ``serve`` only: the server could not start (the port is in use)
 ====  ===================================================================
 """
 

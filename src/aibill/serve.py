@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ctypes
 import ctypes.util
+import errno
 import json
 import logging
 import multiprocessing

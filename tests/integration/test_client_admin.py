@@ -46,8 +46,10 @@ LOCAL_ONLY = {
         "bound",  # binds a principal's guard: in process only
         "catalog",  # the service's price catalog; model_price reads it remotely
         "quote",  # runs in the caller's database transaction (conn)
+        "quote_cost",  # conn, as quote
         "output_limit",  # conn, as quote
         "price",  # no route: estimate prices a call in the mandate's currency
+        "price_cost",  # no route: record_usage(provider_cost=...) posts what it tells
     },
     Access: {
         "bound",

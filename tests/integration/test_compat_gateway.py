@@ -1,15 +1,19 @@
 """The seed's interface, called the way the original gateway's code calls it:
 a user object with ``.id``, a mandate id, feature ids, plain numbers in and
-out. On SQLite and PostgreSQL."""
+out. ``recordUsage(base)`` posts the provider's base price converted and
+marked up, as the seed did. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, localcontext
 from decimal import Decimal as D
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import aibill
 from aibill import Balance, Billing, ManualClock
@@ -43,7 +47,9 @@ BOB = User("bob", "Bob")
 @pytest.fixture
 def ledger(billing: Billing) -> Iterator[Billing]:
     """The gateway configured on a fresh ledger with three mandates:
-    acme (prepaid pool, 10 CHF), beta (a wallet per user, EUR), gamma (unlimited)."""
+    acme (prepaid pool, 10 CHF), beta (a wallet per user, EUR), gamma (unlimited).
+    The seed's base prices are in CHF here, so a CHF mandate needs no rate and
+    ``recordUsage(x)`` posts ``x`` plus the 50 % markup."""
     billing.create_mandate("acme", billing_model="prepay_mandate", currency="CHF")
     billing.create_mandate("beta", billing_model="prepay_user", currency="EUR")
     billing.create_mandate("gamma", billing_model="unlimited", currency="CHF")
@@ -54,7 +60,7 @@ def ledger(billing: Billing) -> Iterator[Billing]:
             billing.add_member(mandate, user)
     billing.add_member("delta", "bob")
     billing.credit("acme", D("10"), idempotency_key="topup")
-    configure(billing)
+    configure(billing, base_currency="CHF")
     yield billing
     configure(None)
 
@@ -71,32 +77,36 @@ def test_point_one_plus_point_two_lands_exact(ledger: Billing) -> None:
     first = svc.recordUsage(0.1, workflowId="wf-1", aicoreProvider="openai")
     second = svc.recordUsage(0.2, workflowId="wf-1", aicoreProvider="openai")
     assert first is not None and second is not None
-    assert first.exact.amount == D("0.100000") and second.exact.amount == D("0.200000")
-    assert ledger.balance("acme").balance == D("9.700000")  # dropped by exactly 0.3
-    assert svc.getCurrentBalance() == 9.7
-    # The seed's own float arithmetic, handed in, lands as the amount it meant.
+    assert first.exact.amount == D("0.150000") and second.exact.amount == D("0.300000")
+    assert first.exact.provider_cost == D("0.1") and second.exact.provider_cost == D("0.2")
+    assert ledger.balance("acme").balance == D("9.550000")  # dropped by exactly 0.45
+    assert svc.getCurrentBalance() == 9.55
+    # The seed's own float arithmetic, handed in, lands as the price it meant.
     third = svc.recordUsage(0.1 + 0.2)
-    assert third is not None and third.exact.amount == D("0.300000")
-    assert ledger.balance("acme").balance == D("9.400000")
+    assert third is not None and third.exact.provider_cost == D("0.3")
+    assert third.exact.amount == D("0.450000")
+    assert ledger.balance("acme").balance == D("9.100000")
     assert ledger.verify() == []
 
 
 def test_amounts_come_back_as_the_seeds_floats(ledger: Billing) -> None:
     svc = service()
-    tx = svc.recordUsage(1.234567)
+    tx = svc.recordUsage(0.823045)  # marked up: 1.2345675 -> 1.234568 (half-even)
     assert tx is not None
-    assert isinstance(tx.amount, float) and tx.amount == 1.234567
-    assert isinstance(tx.balanceAfter, float) and tx.balanceAfter == 8.765433
+    assert isinstance(tx.amount, float) and tx.amount == 1.234568
+    assert isinstance(tx.balanceAfter, float) and tx.balanceAfter == 8.765432
     assert isinstance(svc.getCurrentBalance(), float)
     # Feeding an output back in is exact: str(float) reads back the same decimal.
-    assert gateway.to_amount(svc.getCurrentBalance(), "x") == D("8.765433")
+    assert gateway.to_amount(svc.getCurrentBalance(), "x") == D("8.765432")
 
 
 def test_amounts_round_once_to_micro_units(ledger: Billing) -> None:
-    tx = service().recordUsage(0.0000125)  # 12.5 micro-units -> 12 (half-even)
-    assert tx is not None and tx.exact.amount == D("0.000012")
-    tx = service().recordUsage(D("0.0000135"))  # a Decimal is welcome too -> 14
-    assert tx is not None and tx.exact.amount == D("0.000014")
+    tx = service().recordUsage(0.000003)  # 4.5 micro-units marked up -> 4 (half-even)
+    assert tx is not None and tx.exact.amount == D("0.000004")
+    tx = service().recordUsage(D("0.000005"))  # a Decimal is welcome too: 7.5 -> 8
+    assert tx is not None and tx.exact.amount == D("0.000008")
+    assert tx.exact.breakdown is not None
+    assert D(tx.exact.breakdown["amount_exact"]) == D("0.0000075")
 
 
 @pytest.mark.parametrize("price", [0, 0.0, -0.0, -1, -0.5, 1e-9, D("0"), D("-2")])
@@ -140,14 +150,14 @@ def test_record_usage_tags_the_entry(ledger: Billing) -> None:
         "chatplayground",
         "fi-1",
     )
-    assert entry.reason == "usage" and entry.amount == D("0.420000")
+    assert entry.reason == "usage" and entry.amount == D("0.630000")
 
 
 def test_usage_that_happened_is_recorded_over_the_balance(ledger: Billing) -> None:
-    tx = service().recordUsage(12.5, aicoreProvider="openai")
+    tx = service().recordUsage(10, aicoreProvider="openai")  # 15 with the markup
     assert tx is not None and tx.overBalance
-    assert tx.exact.shortfall == D("2.500000")
-    assert ledger.balance("acme").balance == D("-2.500000")
+    assert tx.exact.shortfall == D("5.000000")
+    assert ledger.balance("acme").balance == D("-5.000000")
     # Afterwards the check refuses until the mandate is topped up.
     assert service().hasBalance(0.01) is False
 
@@ -157,17 +167,19 @@ def test_two_identical_calls_are_two_usages(ledger: Billing) -> None:
     a = svc.recordUsage(0.5, workflowId="wf", aicoreProvider="openai", description="same")
     b = svc.recordUsage(0.5, workflowId="wf", aicoreProvider="openai", description="same")
     assert a is not None and b is not None and a.id != b.id
-    assert ledger.balance("acme").balance == D("9.000000")
+    assert ledger.balance("acme").balance == D("8.500000")  # twice 0.75
 
 
 def test_usage_in_a_per_user_mandate_debits_the_users_wallet(
     ledger: Billing, clock: ManualClock
 ) -> None:
     getService(ALICE, "beta").addCredit(5)
+    ledger.pricing.set_exchange_rate("CHF", "EUR", D("1.04"))
     clock.advance(1)
-    tx = getService(ALICE, "beta").recordUsage(1.25)
+    tx = getService(ALICE, "beta").recordUsage(1.25)  # 1.25 CHF * 1.04 * 1.5 = 1.95 EUR
     assert tx is not None and tx.accountId == "user:alice" and tx.currency == "EUR"
-    assert getService(ALICE, "beta").getCurrentBalance() == 3.75
+    assert tx.exact.amount == D("1.950000") and tx.exact.fx_rate == D("1.04")
+    assert getService(ALICE, "beta").getCurrentBalance() == 3.05
     assert getService(BOB, "beta").getCurrentBalance() == 0.0
 
 
@@ -220,7 +232,7 @@ def test_unlimited_always_allows(ledger: Billing) -> None:
     result = svc.checkBalance(1_000_000)
     assert result.allowed and result.billingModel is BillingModelEnum.UNLIMITED
     svc.recordUsage(50)
-    assert svc.getCurrentBalance() == -50.0
+    assert svc.getCurrentBalance() == -75.0
     assert svc.hasBalance(1_000_000) is True
 
 
@@ -272,7 +284,7 @@ def test_add_credit_maps_reference_types(
     ledger: Billing, reference: ReferenceTypeEnum, reason: str
 ) -> None:
     tx = service().addCredit(2.5, description="top-up", referenceType=reference)
-    assert tx.transactionType is TransactionTypeEnum.CREDIT
+    assert tx is not None and tx.transactionType is TransactionTypeEnum.CREDIT
     assert tx.exact.reason == reason and tx.exact.amount == D("2.500000")
     assert tx.referenceType is gateway.REFERENCE_OF_REASON[reason]
     assert (tx.amount, tx.balanceAfter, tx.description) == (2.5, 12.5, "top-up")
@@ -281,15 +293,33 @@ def test_add_credit_maps_reference_types(
 
 def test_add_credit_defaults_are_the_seeds(ledger: Billing) -> None:
     tx = service().addCredit(0.1)
-    assert tx.description == "Manual credit" and tx.referenceType is ReferenceTypeEnum.ADMIN
+    assert (
+        tx is not None
+        and tx.description == "Manual credit"
+        and tx.referenceType is ReferenceTypeEnum.ADMIN
+    )
     assert tx.exact.reason == "admin" and tx.userId == "alice"
     assert ledger.balance("acme").balance == D("10.1")
 
 
-@pytest.mark.parametrize("amount", [0, -1, float("nan"), False])
-def test_add_credit_refuses_what_is_not_a_positive_amount(ledger: Billing, amount: float) -> None:
+@pytest.mark.parametrize("amount", [0, 0.0, -1, -0.5, D("-2"), 1e-9])
+def test_add_credit_of_a_non_positive_amount_credits_nothing(
+    ledger: Billing, amount: float
+) -> None:
+    """As the seed did: None, and nothing written (1e-9 rounds to 0 micro-units)."""
+    before = ledger.history("acme").entries
+    assert service().addCredit(amount) is None
+    assert getService(ALICE, "beta").addCredit(amount) is None
+    assert ledger.history("acme").entries == before
+    assert ledger.history("beta").entries == []
+    assert ledger.balance("acme").balance == D("10")
+
+
+@pytest.mark.parametrize("amount", [float("nan"), float("-inf"), False, None, "5"])
+def test_add_credit_refuses_what_is_not_a_number(ledger: Billing, amount: object) -> None:
     with pytest.raises(aibill.InvalidAmount):
-        service().addCredit(amount)
+        service().addCredit(amount)  # type: ignore[arg-type]
+    assert len(ledger.history("acme").entries) == 1
 
 
 def test_add_credit_refuses_an_unknown_reference_type(ledger: Billing) -> None:
@@ -321,6 +351,148 @@ def test_calculate_price_uses_the_mandates_markup(ledger: Billing) -> None:
     assert service("gamma").calculatePriceWithMarkup(1) == 1.5
 
 
+def test_calculate_price_uses_a_providers_markup(ledger: Billing) -> None:
+    ledger.pricing.set_markup(D("20"), provider="openai")
+    svc = service()
+    assert svc.calculatePriceWithMarkup(1, aicoreProvider="openai") == 1.2
+    assert svc.calculatePriceWithMarkup(1) == 1.5  # the seed's positional call
+    tx = svc.recordUsage(1, aicoreProvider="openai")
+    assert tx is not None and tx.exact.amount == D("1.200000")
+    assert tx.exact.markup_percent == D("20")
+
+
+# ------------------------------------------- the seed's margin, worked figures
+
+BILLING_MODELS = ["prepay_mandate", "prepay_user", "unlimited"]
+
+
+@pytest.fixture
+def seed_ledger(billing: Billing) -> Iterator[Billing]:
+    """A ledger configured as the seed left it: base prices in USD (the default)."""
+    billing.add_user("alice")
+    configure(billing)
+    yield billing
+    configure(None)
+
+
+def mandate_of(billing: Billing, model: str, currency: str) -> gateway.BillingService:
+    """A mandate with ``model`` and ``currency``, alice a member with 10 to spend
+    (in the pool, or her wallet)."""
+    billing.create_mandate("m", billing_model=model, currency=currency)
+    billing.add_member("m", "alice")
+    svc = getService(ALICE, "m", featureCode="chatplayground")
+    assert svc.addCredit(10, referenceType=ReferenceTypeEnum.PAYMENT) is not None
+    return svc
+
+
+@pytest.mark.parametrize("model", BILLING_MODELS)
+def test_a_usd_mandate_is_billed_the_base_price_plus_half(seed_ledger: Billing, model: str) -> None:
+    svc = mandate_of(seed_ledger, model, "USD")
+    assert svc.calculatePriceWithMarkup(0.10) == 0.15
+    tx = svc.recordUsage(0.10, workflowId="wf", aicoreProvider="openai")
+    assert tx is not None and tx.amount == 0.15 and tx.currency == "USD"
+    entry = tx.exact
+    assert entry.amount == D("0.150000")
+    assert (entry.provider_cost, entry.provider_currency) == (D("0.1"), "USD")
+    assert (entry.fx_rate, entry.markup_percent) == (D("1"), D("50"))
+    assert entry.price_source == "caller"
+    assert entry.breakdown is not None
+    assert entry.breakdown["fx"] == {
+        "rate": "1",
+        "from": "USD",
+        "to": "USD",
+        "source": "same currency",
+    }
+    assert entry.breakdown["markup"] == {"percent": "50", "scope": "default"}
+    assert (entry.breakdown["amount"], entry.breakdown["provider"]) == ("0.150000", "openai")
+    assert svc.getCurrentBalance() == 9.85
+    assert seed_ledger.history("m", kind="debit").entries == [entry]
+    assert seed_ledger.verify() == []
+
+
+@pytest.mark.parametrize("model", BILLING_MODELS)
+def test_a_chf_mandate_converts_the_usd_price_before_the_markup(
+    seed_ledger: Billing, clock: ManualClock, model: str
+) -> None:
+    seed_ledger.pricing.set_exchange_rate("USD", "CHF", D("0.80"), source="SNB")
+    clock.advance(60)
+    svc = mandate_of(seed_ledger, model, "CHF")
+    assert svc.calculatePriceWithMarkup(0.10) == 0.12
+    tx = svc.recordUsage(0.10)
+    assert tx is not None and tx.amount == 0.12 and tx.currency == "CHF"
+    entry = tx.exact
+    assert entry.amount == D("0.120000")  # 0.10 USD * 0.80 = 0.08 CHF, * 1.5
+    assert (entry.provider_cost, entry.provider_currency) == (D("0.1"), "USD")
+    assert (entry.fx_rate, entry.markup_percent) == (D("0.8"), D("50"))
+    assert entry.breakdown is not None
+    assert entry.breakdown["fx"]["from"] == "USD" and entry.breakdown["fx"]["to"] == "CHF"
+    assert entry.breakdown["fx"]["source"] == "SNB"
+    assert D(entry.breakdown["converted_cost"]) == D("0.08")
+    assert svc.getCurrentBalance() == 9.88
+
+
+@pytest.mark.parametrize("model", BILLING_MODELS)
+def test_an_eur_mandate_without_a_rate_is_an_error_and_writes_nothing(
+    seed_ledger: Billing, model: str
+) -> None:
+    seed_ledger.pricing.set_exchange_rate("USD", "CHF", D("0.80"))  # not the pair asked
+    svc = mandate_of(seed_ledger, model, "EUR")
+    before = seed_ledger.history("m").entries
+    with pytest.raises(aibill.MissingExchangeRate) as err:
+        svc.recordUsage(0.10, aicoreProvider="openai")
+    assert err.value.code == "missing_exchange_rate"
+    assert (err.value.details["base"], err.value.details["quote"]) == ("USD", "EUR")
+    with pytest.raises(aibill.MissingExchangeRate):
+        svc.calculatePriceWithMarkup(0.10)
+    assert seed_ledger.history("m").entries == before
+    assert svc.getCurrentBalance() == 10.0
+
+
+def test_the_base_currency_can_be_configured(seed_ledger: Billing) -> None:
+    configure(seed_ledger, base_currency="EUR")
+    seed_ledger.pricing.set_exchange_rate("EUR", "CHF", D("0.95"))
+    seed_ledger.pricing.set_exchange_rate("USD", "CHF", D("0.80"))  # not used
+    svc = mandate_of(seed_ledger, "prepay_mandate", "CHF")
+    assert svc.base_currency == "EUR"
+    assert svc.calculatePriceWithMarkup(0.10) == 0.1425
+    tx = svc.recordUsage(0.10)
+    assert tx is not None and tx.exact.amount == D("0.142500")  # 0.10 * 0.95 * 1.5
+    assert (tx.exact.provider_currency, tx.exact.fx_rate) == ("EUR", D("0.95"))
+    with pytest.raises(aibill.InvalidRequest) as err:
+        configure(seed_ledger, base_currency="eur")
+    assert err.value.details["field"] == "base_currency"
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    base=st.floats(min_value=1e-7, max_value=5000, allow_nan=False, allow_infinity=False)
+    | st.decimals(min_value=D("0.000001"), max_value=D("5000"), places=9),
+    percent=st.decimals(min_value=D("0"), max_value=D("1000"), places=2),
+)
+def test_calculate_price_with_markup_is_what_record_usage_posts(
+    ledger: Billing, base: float | D, percent: D
+) -> None:
+    ledger.pricing.set_markup(percent, mandate="gamma")
+    svc = service("gamma")
+    before = ledger.balance("gamma").balance
+    told = svc.calculatePriceWithMarkup(base)
+    tx = svc.recordUsage(base)
+    with localcontext() as ctx:
+        ctx.prec = 80
+        exact = D(str(base)).quantize(D("1e-12"), ROUND_HALF_EVEN) * (100 + percent) / 100
+        expected = exact.quantize(D("0.000001"), ROUND_HALF_EVEN)
+    if expected == 0:
+        assert tx is None and told == 0.0
+        return
+    assert tx is not None
+    assert tx.exact.amount == expected and told == float(expected) == tx.amount
+    assert ledger.balance("gamma").balance == before - expected
+
+
 # ----------------------------------------------------------------- reading
 
 
@@ -332,13 +504,13 @@ def test_balances_for_user_across_mandates(ledger: Billing) -> None:
     assert [(r.mandateId, r.accountId, r.billingModel, r.balance, r.currency) for r in rows] == [
         ("acme", "pool", BillingModelEnum.PREPAY_MANDATE, 10.0, "CHF"),
         ("beta", "user:alice", BillingModelEnum.PREPAY_USER, 4.0, "EUR"),
-        ("gamma", "pool", BillingModelEnum.UNLIMITED, -1.5, "CHF"),
+        ("gamma", "pool", BillingModelEnum.UNLIMITED, -2.25, "CHF"),
     ]
     assert all(r.userId == "alice" for r in rows)
     assert rows[1].exact.balance == D("4")
     # delta is bob's only; bob's wallet in beta is his own.
     bob = {r.mandateId: r.balance for r in getService(BOB, "acme").getBalancesForUser()}
-    assert bob == {"acme": 10.0, "beta": 0.0, "gamma": -1.5, "delta": 0.0}
+    assert bob == {"acme": 10.0, "beta": 0.0, "gamma": -2.25, "delta": 0.0}
 
 
 class Reporting(Billing):
@@ -398,12 +570,12 @@ def test_transaction_history_newest_first(ledger: Billing, clock: ManualClock) -
         clock.advance(1)
         svc.recordUsage(price, workflowId=f"wf-{price}")
     history = svc.getTransactionHistory()
-    assert [t.amount for t in history] == [0.3, 0.2, 0.1, 10.0]
+    assert [t.amount for t in history] == [0.45, 0.3, 0.15, 10.0]
     assert [t.transactionType for t in history] == [TransactionTypeEnum.DEBIT] * 3 + [
         TransactionTypeEnum.CREDIT
     ]
     assert history[-1].referenceType is ReferenceTypeEnum.PAYMENT
-    assert [t.amount for t in svc.getTransactionHistory(limit=2)] == [0.3, 0.2]
+    assert [t.amount for t in svc.getTransactionHistory(limit=2)] == [0.45, 0.3]
     assert svc.getTransactionHistory(limit=0) == []
     # Other mandates' entries never show.
     assert service("gamma").getTransactionHistory() == []
@@ -417,8 +589,8 @@ def test_transaction_history_pages_past_the_ledgers_page_size(
     for i in range(4):
         clock.advance(1)
         svc.recordUsage(i + 1)
-    assert [t.amount for t in svc.getTransactionHistory(limit=3)] == [4.0, 3.0, 2.0]
-    assert [t.amount for t in svc.getTransactionHistory(limit=50)] == [4.0, 3.0, 2.0, 1.0, 10.0]
+    assert [t.amount for t in svc.getTransactionHistory(limit=3)] == [6.0, 4.5, 3.0]
+    assert [t.amount for t in svc.getTransactionHistory(limit=50)] == [6.0, 4.5, 3.0, 1.5, 10.0]
 
 
 def test_transaction_history_of_a_wallet_is_the_users_own(
@@ -529,8 +701,9 @@ def test_the_gateways_balance_guard(ledger: Billing) -> None:
 
     estimate = 0.5
     assert svc.hasBalance(estimate)
+    assert svc.hasBalance(svc.calculatePriceWithMarkup(0.31))
     tx = svc.recordUsage(0.31, workflowId="wf", aicoreProvider="openai")
-    assert tx is not None and svc.getCurrentBalance() == 9.69
+    assert tx is not None and svc.getCurrentBalance() == 9.535
 
 
 # ------------------------------------------------------------ configuration

@@ -768,10 +768,10 @@ def test_the_seeds_record_usage_keeps_the_usage_and_escapes_what_the_ledger_refu
     written as visible escapes instead."""
     from aibill.compat.gateway import configure, getService
 
-    billing.create_mandate("acme", billing_model="unlimited", currency="CHF")
+    billing.create_mandate("acme", billing_model="unlimited", currency="USD")
     billing.add_user("alice")
     billing.add_member("acme", "alice")
-    configure(billing)
+    configure(billing)  # base prices in USD, the mandate's currency: no rate needed
     try:
         tx = getService(SeedUser("alice"), "acme").recordUsage(0.1, description="a\x00b\ud800\tc")
     finally:

@@ -57,6 +57,7 @@ def _defaults(hold_id: str) -> dict[str, Any]:
         "out": io.StringIO(),
         "currency": "CHF",
         "usage": None,
+        "provider_cost": D("1"),
     }
 
 

@@ -6,19 +6,25 @@ The original gateway called one service class::
     if not service.hasBalance(estimate):
         raise InsufficientBalanceException(service.getCurrentBalance(), estimate)
     ...  # the AI call
-    service.recordUsage(price, workflowId=wf, aicoreProvider="openai")
+    service.recordUsage(base_price, workflowId=wf, aicoreProvider="openai")
 
 This module offers the same names, arguments and return shapes, and does the
-work with :class:`aibill.Billing`. It is the one boundary where the seed's
-plain numbers meet the ledger (see :func:`to_decimal`): on the way in an
-``int`` or ``float`` becomes a ``Decimal`` through ``str()``, so ``0.1`` is
-exactly ``Decimal("0.1")``, and a money amount is rounded once, half-even, to
-micro-units; on the way out amounts are ``float`` again, as the seed returned
-them, each result also carrying the exact aibill value in ``.exact``.
+work with :class:`aibill.Billing`. ``recordUsage(base)`` posts what the seed
+posted: the provider's base price (USD unless :func:`configure` says
+otherwise), converted to the mandate's currency at the rate in force, marked
+up, rounded once; ``calculatePriceWithMarkup(base)`` returns that amount.
+
+It is the one boundary where the seed's plain numbers meet the ledger (see
+:func:`to_decimal`): on the way in an ``int`` or ``float`` becomes a
+``Decimal`` through ``str()``, so ``0.1`` is exactly ``Decimal("0.1")``, a
+money amount is rounded once, half-even, to micro-units, and a base price is
+read to pico-units; on the way out amounts are ``float`` again, as the seed
+returned them, each result also carrying the exact aibill value in ``.exact``.
 
 What it does not keep of the seed, on purpose (see ``docs/compat.md``): float
 money in the ledger, a permission check that fails open, a shared mutable
-service cache, and a price labelled CHF that is really USD.
+service cache, and a USD price labelled CHF (the base price is converted at
+the rate in force; a missing rate is an error, never 1:1).
 """
 
 from __future__ import annotations
@@ -49,13 +55,15 @@ from aibill.domain.model import (
 from aibill.domain.money import (
     MAX_AMOUNT_MICROS,
     MICROS_PER_UNIT,
+    check_currency,
     decimal_from_text,
     from_micros,
     round_to_micros,
 )
 from aibill.domain.text import printable
+from aibill.pricing.catalog import CATALOG_CURRENCY
 from aibill.service.billing import Billing
-from aibill.service.pricing import calculate_price_with_markup
+from aibill.service.pricing import MAX_PICO, PICO_PER_UNIT, Charge
 from aibill.store import tx
 from aibill.store.schema import memberships, users
 
@@ -260,16 +268,19 @@ def to_amount(value: object, field: str) -> Decimal:
     return from_micros(round_to_micros(exact))
 
 
-_BASE_PLACES = Decimal("1e-18")
+_BASE_PLACES = Decimal(1).scaleb(-12)
 
 
-def _base_price(value: object) -> Decimal:
-    """A provider price from the seed, to at most 18 decimal places (what
-    ``calculate_price_with_markup`` accepts). A float computed as tokens times
-    a price per token carries noise around its 17th significant digit
-    (``3.0000000000000004e-06``); cutting it at 10^-18 keeps the price, drops
-    the noise, and leaves the one rounding to micro-units for the markup."""
-    base = to_decimal(value, "basePrice")
+def _base_price(value: object, field: str) -> Decimal:
+    """A provider's base price from the seed, in pico-units (10^-12, the
+    precision the ledger keeps a provider cost at). A float computed as tokens
+    times a price per token carries noise around its 17th significant digit
+    (``3.0000000000000004e-06``); reading it to 10^-12 keeps the price, drops
+    the noise, and leaves the one rounding of the charge, to micro-units,
+    after conversion and markup."""
+    base = to_decimal(value, field)
+    if abs(base) * PICO_PER_UNIT > MAX_PICO:
+        raise InvalidAmount(f"{field} {value} is larger than aibill accepts.", field=field)
     with localcontext() as ctx:
         ctx.prec = 60
         return base.quantize(_BASE_PLACES, rounding=ROUND_HALF_EVEN)
@@ -285,26 +296,34 @@ def _out(amount: Decimal) -> float:
 _lock = threading.Lock()
 _billing: Billing | None = None
 _owned = False
+_base_currency: str = CATALOG_CURRENCY
 
 
-def configure(billing: Billing | None) -> None:
-    """Use ``billing`` for every service made from now on.
+def configure(billing: Billing | None, *, base_currency: str = CATALOG_CURRENCY) -> None:
+    """Use ``billing`` for every service made from now on, the seed's base
+    prices being in ``base_currency`` (the providers' USD unless given).
 
     ``None`` forgets the configuration (and closes a ledger this module opened
     itself); the next :func:`getService` then reads ``AIBILL_DATABASE_URL``.
-    Services already made keep the ledger they were made with.
+    Services already made keep the ledger and base currency they were made with.
     """
-    global _billing, _owned
+    global _billing, _owned, _base_currency
     if billing is not None and not isinstance(billing, Billing):
         raise InvalidRequest("configure() takes an aibill.Billing (or None).", field="billing")
+    try:
+        currency = check_currency(base_currency)
+    except InvalidRequest as exc:
+        raise InvalidRequest(
+            exc.message.replace("currency", "base_currency", 1), field="base_currency"
+        ) from None
     with _lock:
         previous, owned = _billing, _owned
-        _billing, _owned = billing, False
+        _billing, _owned, _base_currency = billing, False, currency
     if owned and previous is not None and previous is not billing:
         previous.close()
 
 
-def _configured() -> Billing:
+def _configured() -> tuple[Billing, str]:
     global _billing, _owned
     with _lock:
         if _billing is None:
@@ -317,7 +336,7 @@ def _configured() -> Billing:
             import aibill
 
             _billing, _owned = aibill.connect(url), True
-        return _billing
+        return _billing, _base_currency
 
 
 # ------------------------------------------------------------------- service
@@ -341,13 +360,23 @@ def getService(  # noqa: N802
     user = check_name(getattr(currentUser, "id", None), "user")
     mandate = check_name(mandateId, "mandate")
     Tags(feature_code=featureCode, feature_instance=featureInstanceId)  # validates both
-    return BillingService(_configured(), user, mandate, featureInstanceId, featureCode)
+    billing, base_currency = _configured()
+    return BillingService(
+        billing, user, mandate, featureInstanceId, featureCode, base_currency=base_currency
+    )
 
 
 class BillingService:
     """The seed's per-request service. Amounts in and out are plain numbers."""
 
-    __slots__ = ("_billing", "feature_code", "feature_instance", "mandate", "user")
+    __slots__ = (
+        "_billing",
+        "base_currency",
+        "feature_code",
+        "feature_instance",
+        "mandate",
+        "user",
+    )
 
     def __init__(
         self,
@@ -356,24 +385,42 @@ class BillingService:
         mandate: str,
         feature_instance: str | None = None,
         feature_code: str | None = None,
+        *,
+        base_currency: str = CATALOG_CURRENCY,
     ) -> None:
         self._billing = billing
         self.user = user
         self.mandate = mandate
         self.feature_instance = feature_instance
         self.feature_code = feature_code
+        self.base_currency = check_currency(base_currency)
 
     # ---------------------------------------------------------------- prices
 
-    def calculatePriceWithMarkup(self, basePrice: Number) -> float:  # noqa: N802, N803
-        """``basePrice`` (already in the mandate's currency) plus the mandate's
-        markup (50 % unless an admin set another); 0 for a non-positive price.
-        No currency conversion happens here: see ``docs/compat.md``."""
-        base = _base_price(basePrice)
+    def calculatePriceWithMarkup(  # noqa: N802
+        self,
+        basePrice: Number,  # noqa: N803
+        *,
+        aicoreProvider: str | None = None,  # noqa: N803
+    ) -> float:
+        """What ``recordUsage(basePrice, aicoreProvider=...)`` would post now:
+        the base price (in the provider's currency, ``base_currency``)
+        converted to the mandate's currency at the rate in force, marked up
+        (the provider's markup when it has one, else the mandate's, 50 % unless
+        set), rounded once, half-even, to micro-units. 0 for a non-positive
+        price. A missing rate raises ``MissingExchangeRate``."""
+        base = _base_price(basePrice, "basePrice")
         if base <= 0:
             return 0.0
-        percent = self._billing.pricing.markup_for(self.mandate, None, None)
-        return _out(calculate_price_with_markup(base, percent))
+        return _out(self._charge(base, aicoreProvider).amount)
+
+    def _charge(self, base: Decimal, provider: str | None) -> Charge:
+        return self._billing.pricing.price_cost(
+            self.mandate,
+            base,
+            provider_currency=self.base_currency,
+            provider=provider or None,
+        )
 
     # ---------------------------------------------------------------- checks
 
@@ -422,24 +469,34 @@ class BillingService:
         aicoreProvider: str | None = None,  # noqa: N803
         description: str | None = None,
     ) -> BillingTransaction | None:
-        """Record an AI call that has happened, costing ``priceCHF`` in the
-        mandate's currency (whatever it is; the name is the seed's).
+        """Record an AI call that has happened, whose provider charged
+        ``priceCHF`` (the seed's name; the seed's own docstring: the base price
+        "before markup", "actually USD from provider").
 
-        A price that is not positive (after rounding to micro-units) records
-        nothing and returns None, as in the seed. Otherwise the usage is always
-        recorded, even over the balance (DESIGN rule 5; the entry says so).
-        Each call is a new usage, with a fresh idempotency key: this call cannot
-        be retried safely. Use ``Billing.record_usage(idempotency_key=...)``
-        for that.
+        Posted as ``Billing.record_usage(provider_cost=...)`` posts it: the
+        base price, in ``base_currency``, converted to the mandate's currency
+        at the rate in force, marked up, rounded once, with the whole breakdown
+        on the entry; ``calculatePriceWithMarkup`` tells the amount in advance.
+        A missing rate raises ``MissingExchangeRate`` and writes nothing. A
+        price that is not positive (or whose charge rounds to zero micro-units)
+        records nothing and returns None, as in the seed. Otherwise the usage
+        is always recorded, even over the balance (DESIGN rule 5; the entry
+        says so). Each call is a new usage, with a fresh idempotency key: this
+        call cannot be retried safely. Use
+        ``Billing.record_usage(idempotency_key=...)`` for that.
         """
-        amount = to_amount(priceCHF, "priceCHF")
-        if amount <= 0:
+        base = _base_price(priceCHF, "priceCHF")
+        if base <= 0:
             return None
+        provider = aicoreProvider or None
+        if self._charge(base, provider).amount_micros == 0:
+            return None  # nothing to bill, as the seed billed nothing
         entry = self._billing.record_usage(
             self.mandate,
-            amount=amount,
+            provider_cost=base,
+            provider_currency=self.base_currency,
             user=self.user,
-            provider=aicoreProvider or None,
+            provider=provider,
             feature_code=self.feature_code,
             feature_instance=self.feature_instance,
             workflow_id=workflowId or None,
@@ -454,11 +511,12 @@ class BillingService:
         amount: Number,
         description: str = "Manual credit",
         referenceType: ReferenceTypeEnum = ReferenceTypeEnum.ADMIN,  # noqa: N803
-    ) -> BillingTransaction:
+    ) -> BillingTransaction | None:
         """Credit the account the billing model names for this user (who must be
         a member). ``referenceType`` becomes the aibill reason (see
-        ``CREDIT_REASON_OF_REFERENCE``). A non-positive amount is refused with
-        ``InvalidAmount``. Not retry-safe either (a fresh key per call); use
+        ``CREDIT_REASON_OF_REFERENCE``). An amount that is not positive (after
+        rounding to micro-units) credits nothing and returns None, as in the
+        seed. Not retry-safe either (a fresh key per call); use
         ``Billing.credit(idempotency_key=...)`` for that."""
         try:
             reason = CREDIT_REASON_OF_REFERENCE[ReferenceTypeEnum(referenceType)]
@@ -468,9 +526,12 @@ class BillingService:
                 f"not {referenceType!r}.",
                 field="referenceType",
             ) from None
+        credit = to_amount(amount, "amount")
+        if credit <= 0:
+            return None
         entry = self._billing.credit(
             self.mandate,
-            to_amount(amount, "amount"),
+            credit,
             user=self.user,
             reason=reason,
             description=_fit(description),

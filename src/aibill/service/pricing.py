@@ -97,6 +97,8 @@ __all__ = [
     "PriceTier",
     "Pricing",
     "calculate_price_with_markup",
+    "check_provider_cost",
+    "check_provider_currency",
 ]
 
 T = TypeVar("T")
@@ -223,7 +225,9 @@ class Charge:
 
     ``provider_cost`` is exact in ``provider_currency`` (also as an integer of
     pico-units, ``provider_cost_pico``); ``price_source`` is the catalog
-    (``genai-prices 0.2.3``) or the custom price (``custom:<price_id>``).
+    (``genai-prices 0.2.3``), the custom price (``custom:<price_id>``), or
+    ``caller`` when the caller gave the provider cost itself (then ``usage``
+    is None, and ``provider``/``model`` are None unless the caller named them).
     ``amount = provider_cost * fx_rate * (1 + markup_percent / 100)``,
     rounded half-even once to micro-units of ``currency`` (the mandate's);
     ``amount_micros`` is the same in micro-units. ``at`` is the request time
@@ -233,10 +237,10 @@ class Charge:
     """
 
     mandate: str
-    provider: str
-    model: str
-    model_matched: str
-    usage: Usage
+    provider: str | None
+    model: str | None
+    model_matched: str | None
+    usage: Usage | None
     provider_cost: Decimal
     provider_currency: str
     provider_cost_pico: int
@@ -306,6 +310,43 @@ class ModelPrice:
     valid_from: datetime | None
     mandate: str | None
     at: datetime
+
+
+PROVIDER_COST_SOURCE: Final = "caller"
+"""A charge's ``price_source`` when the caller gave the provider cost."""
+
+
+class _Cost:
+    """A provider cost before conversion and markup, and where it came from;
+    ``price`` is the breakdown's description of the price."""
+
+    __slots__ = (
+        "components",
+        "currency",
+        "model",
+        "model_matched",
+        "price",
+        "provider",
+        "source",
+        "total",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        total: Decimal,
+        currency: str,
+        source: str,
+        provider: str | None,
+        model: str | None,
+        model_matched: str | None,
+        usage: Usage | None,
+        components: tuple[CostComponent, ...],
+    ) -> None:
+        self.total, self.currency, self.source = total, currency, source
+        self.provider, self.model, self.model_matched = provider, model, model_matched
+        self.usage, self.components = usage, components
+        self.price: dict[str, Any] = {"source": source}
 
 
 # ------------------------------------------------------- the seed's markup
@@ -934,9 +975,10 @@ class Pricing:
 
         Provider cost (custom price or catalog), exact -> times the exchange
         rate in force at ``at`` -> times ``1 + markup / 100`` -> rounded once,
-        half-even, to micro-units. Raises ``UnknownModel`` (no custom price and
-        not in the catalog, or a catalog price that cannot be kept exactly),
-        ``MissingExchangeRate``, or ``InvalidRequest`` for a malformed call.
+        half-even, to micro-units (see :meth:`_charge`). Raises ``UnknownModel``
+        (no custom price and not in the catalog, or a catalog price that cannot
+        be kept exactly), ``MissingExchangeRate``, or ``InvalidRequest`` for a
+        malformed call.
         """
         check_name(mandate, "mandate")
         cur = check_currency(currency)
@@ -947,110 +989,171 @@ class Pricing:
                 f"usage must be an aibill Usage, not {type(usage).__name__}.", field="usage"
             )
         when = _aware(at, "at")
-
         custom = self._custom_price(conn, mandate, prov, mod, when)
-        price: dict[str, Any]
         if custom is not None:
-            cost_total, components = _custom_cost(custom, usage)
-            cost_currency, source, matched = custom.currency, custom.source, mod
-            price = {
-                "source": source,
-                "scope": "platform" if custom.mandate is None else "mandate",
-                "price_id": custom.price_id,
-                "valid_from": custom.valid_from.isoformat(),
-            }
+            total, components = _custom_cost(custom, usage)
+            cost = _Cost(total, custom.currency, custom.source, prov, mod, mod, usage, components)
+            cost.price.update(
+                scope="platform" if custom.mandate is None else "mandate",
+                price_id=custom.price_id,
+                valid_from=custom.valid_from.isoformat(),
+            )
         else:
-            catalog_cost: ProviderCost = self._catalog.price(prov, mod, usage, when)
-            cost_total, components = catalog_cost.total, catalog_cost.components
-            cost_currency, source = catalog_cost.currency, catalog_cost.source
-            matched = catalog_cost.model_id
-            price = {
-                "source": source,
-                "scope": "catalog",
-                "provider_matched": catalog_cost.provider_id,
-                "model_name": catalog_cost.model_name,
-            }
-
-        pico = _EXACT.multiply(cost_total, Decimal(PICO_PER_UNIT))
+            found: ProviderCost = self._catalog.price(prov, mod, usage, when)
+            cost = _Cost(
+                found.total,
+                found.currency,
+                found.source,
+                prov,
+                mod,
+                found.model_id,
+                usage,
+                found.components,
+            )
+            cost.price.update(
+                scope="catalog", provider_matched=found.provider_id, model_name=found.model_name
+            )
+        pico = _EXACT.multiply(cost.total, Decimal(PICO_PER_UNIT))
         if pico != pico.to_integral_value():
             raise UnknownModel(
                 prov,
                 mod,
-                f"The price of model {mod!r} of provider {prov!r} ({source}) gives a cost of "
-                f"{cost_total} {cost_currency}, finer than 10^-12, which aibill cannot keep "
+                f"The price of model {mod!r} of provider {prov!r} ({cost.source}) gives a cost "
+                f"of {cost.total} {cost.currency}, finer than 10^-12, which aibill cannot keep "
                 "exactly; set a custom price for this model.",
             )
+        return self._charge(conn, cost, mandate=mandate, currency=cur, at=when)
+
+    def quote_cost(
+        self,
+        conn: Connection,
+        *,
+        mandate: str,
+        currency: str,
+        provider_cost: Decimal | int | str,
+        provider_currency: str = CATALOG_CURRENCY,
+        provider: str | None = None,
+        model: str | None = None,
+        at: datetime,
+    ) -> Charge:
+        """The charge for a call whose provider cost the caller knows (the
+        provider's own bill, or the seed's ``recordUsage(base)``): the same
+        steps as :meth:`quote` from the provider cost on. ``provider_cost`` is
+        exact and positive, at most 12 decimal places (pico-units), in
+        ``provider_currency``; ``provider`` and ``model`` select the markup.
+        The charge's ``price_source`` is ``caller``.
+        """
+        check_name(mandate, "mandate")
+        cur = check_currency(currency)
+        cost = _given_cost(provider_cost, provider_currency, provider, model)
+        return self._charge(conn, cost, mandate=mandate, currency=cur, at=_aware(at, "at"))
+
+    def _charge(
+        self, conn: Connection, cost: _Cost, *, mandate: str, currency: str, at: datetime
+    ) -> Charge:
+        """The one home of a charge's arithmetic: the exact provider cost ->
+        times the rate from its currency to ``currency`` in force at ``at`` ->
+        times ``1 + markup / 100`` (the most specific markup of the mandate,
+        provider and model) -> rounded once, half-even, to micro-units."""
+        pico = _EXACT.multiply(cost.total, Decimal(PICO_PER_UNIT))
         if pico > MAX_PICO:
             raise InvalidAmount(
-                f"The provider cost {cost_total} {cost_currency} of this call is larger than "
+                f"The provider cost {cost.total} {cost.currency} of this call is larger than "
                 "aibill accepts.",
-                field="usage",
+                field="usage" if cost.usage is not None else "provider_cost",
             )
-
-        if cost_currency == cur:
-            rate = Decimal(1)
-            fx: dict[str, Any] = {
-                "rate": "1",
-                "from": cost_currency,
-                "to": cur,
-                "source": "same currency",
-            }
-        else:
-            rate, rate_row = self._rate(conn, cost_currency, cur, when)
-            fx = {
-                "rate": str(rate),
-                "from": cost_currency,
-                "to": cur,
-                "valid_from": rate_row.valid_from.isoformat(),
-                "source": rate_row.source,
-            }
-
-        percent, markup_from = self._markup(conn, mandate, prov, mod)
-        converted = _EXACT.multiply(cost_total, rate)
+        rate, fx = self._fx(conn, cost.currency, currency, at)
+        percent, markup_from = self._markup(conn, mandate, cost.provider, cost.model)
+        converted = _EXACT.multiply(cost.total, rate)
         exact = _marked_up(converted, percent)
         micros = round_to_micros(exact)
         if micros > MAX_AMOUNT_MICROS:
             raise InvalidAmount(
-                f"The charge {exact} {cur} of this call is larger than aibill accepts.",
-                field="usage",
+                f"The charge {exact} {currency} of this call is larger than aibill accepts.",
+                field="usage" if cost.usage is not None else "provider_cost",
             )
         amount = from_micros(micros)
         breakdown: dict[str, Any] = {
-            "provider": prov,
-            "model": mod,
-            "model_matched": matched,
-            "usage": _usage_dict(usage),
-            "price": price,
-            "unit_prices": {c.price_key: c.unit_price for c in components},
-            "components": [_component_dict(c) for c in components],
-            "provider_cost": str(cost_total),
-            "provider_currency": cost_currency,
+            "provider": cost.provider,
+            "model": cost.model,
+            "model_matched": cost.model_matched,
+            "usage": None if cost.usage is None else _usage_dict(cost.usage),
+            "price": cost.price,
+            "unit_prices": {c.price_key: c.unit_price for c in cost.components},
+            "components": [_component_dict(c) for c in cost.components],
+            "provider_cost": str(cost.total),
+            "provider_currency": cost.currency,
             "fx": fx,
             "converted_cost": str(converted),
             "markup": {"percent": str(percent), **markup_from},
             "amount_exact": str(exact),
             "amount": str(amount),
-            "currency": cur,
-            "at": when.isoformat(),
+            "currency": currency,
+            "at": at.isoformat(),
         }
         return Charge(
             mandate=mandate,
-            provider=prov,
-            model=mod,
-            model_matched=matched,
-            usage=usage,
-            provider_cost=cost_total,
-            provider_currency=cost_currency,
+            provider=cost.provider,
+            model=cost.model,
+            model_matched=cost.model_matched,
+            usage=cost.usage,
+            provider_cost=cost.total,
+            provider_currency=cost.currency,
             provider_cost_pico=int(pico),
-            price_source=source,
+            price_source=cost.source,
             fx_rate=rate,
             markup_percent=percent,
             amount=amount,
             amount_micros=micros,
-            currency=cur,
-            at=when,
+            currency=currency,
+            at=at,
             breakdown=breakdown,
         )
+
+    def _fx(
+        self, conn: Connection, base: str, quote: str, at: datetime
+    ) -> tuple[Decimal, dict[str, Any]]:
+        """The rate from ``base`` to ``quote`` in force at ``at``, and how the
+        breakdown names it (the same currency is 1, without a lookup)."""
+        if base == quote:
+            return Decimal(1), {"rate": "1", "from": base, "to": quote, "source": "same currency"}
+        rate, row = self._rate(conn, base, quote, at)
+        return rate, {
+            "rate": str(rate),
+            "from": base,
+            "to": quote,
+            "valid_from": row.valid_from.isoformat(),
+            "source": row.source,
+        }
+
+    def price_cost(
+        self,
+        mandate: str,
+        provider_cost: Decimal | int | str,
+        *,
+        provider_currency: str = CATALOG_CURRENCY,
+        provider: str | None = None,
+        model: str | None = None,
+        at: datetime | None = None,
+    ) -> Charge:
+        """:meth:`quote_cost` in the mandate's own currency, in a read
+        transaction of its own; ``at`` defaults to now. What
+        ``Billing.record_usage(provider_cost=...)`` would post at ``at``.
+        Needs a key that makes calls in the mandate or reads it."""
+        check_name(mandate, "mandate")
+        cost = _given_cost(provider_cost, provider_currency, provider, model)
+        when = self._now() if at is None else _aware(at, "at")
+
+        def work(conn: Connection) -> Charge:
+            self._guard_call_cost(conn, mandate)
+            row = conn.execute(
+                select(mandates.c.currency).where(mandates.c.mandate_id == mandate)
+            ).first()
+            if row is None:
+                raise UnknownMandate(mandate)
+            return self._charge(conn, cost, mandate=mandate, currency=row.currency, at=when)
+
+        return self._read(work)
 
     def price(
         self,
@@ -1201,6 +1304,43 @@ def _check_rate(value: object, field: str = "rate") -> Decimal:
     if rate > RATE_MAX:
         raise InvalidAmount(f"{field} {rate} is larger than aibill accepts.", field=field)
     return rate
+
+
+def check_provider_cost(value: object) -> Decimal:
+    """A provider cost the caller gives: positive, exact to pico-units (10^-12),
+    without trailing zeros (``0.10`` is ``0.1``, as the ledger reads it back)."""
+    cost = _parse_decimal(value, "provider_cost", max_places=12, max_digits=19, signed=True)
+    if cost <= 0:
+        raise InvalidAmount(f"provider_cost must be positive, not {cost}.", field="provider_cost")
+    if cost * PICO_PER_UNIT > MAX_PICO:
+        raise InvalidAmount(
+            f"provider_cost {cost} is larger than aibill accepts.", field="provider_cost"
+        )
+    return Decimal(format(cost.normalize(), "f"))
+
+
+def _given_cost(
+    provider_cost: object, provider_currency: object, provider: object, model: object
+) -> _Cost:
+    """A provider cost the caller gives, checked, ready for :meth:`Pricing._charge`."""
+    currency = check_provider_currency(provider_currency)
+    total = check_provider_cost(provider_cost)
+    prov = None if provider is None else check_line(provider, "provider", max_length=_PROVIDER_MAX)
+    mod = None if model is None else check_line(model, "model", max_length=_MODEL_MAX)
+    if mod is not None and prov is None:
+        raise InvalidRequest("model needs its provider.", field="provider")
+    cost = _Cost(total, currency, PROVIDER_COST_SOURCE, prov, mod, mod, None, ())
+    cost.price["scope"] = "caller"
+    return cost
+
+
+def check_provider_currency(value: object) -> str:
+    try:
+        return check_currency(value)  # type: ignore[arg-type]
+    except InvalidRequest as exc:
+        raise InvalidRequest(
+            exc.message.replace("currency", "provider_currency", 1), field="provider_currency"
+        ) from None
 
 
 def _check_percent(value: object) -> Decimal:

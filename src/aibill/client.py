@@ -55,6 +55,7 @@ from urllib.parse import quote
 import httpx
 
 from aibill.domain import errors as e
+from aibill.domain.held import HeldCall
 from aibill.domain.model import (
     Balance,
     BillingModel,
@@ -75,7 +76,14 @@ from aibill.pricing.catalog import Usage
 from aibill.service.access import Access, ProviderInfo, RoleInfo, RuleInfo
 from aibill.service.audit import AuditPage
 from aibill.service.keys import ApiKey, CreatedKey
-from aibill.service.pricing import Charge, CustomPrice, ExchangeRate, Markup, ModelPrice
+from aibill.service.pricing import (
+    Charge,
+    CustomPrice,
+    ExchangeRate,
+    Markup,
+    ModelPrice,
+    check_provider_cost,
+)
 from aibill.service.reports import PERIOD_KEYS, GroupBy, UsageRow, UserBalance, write_lines
 
 __all__ = [
@@ -219,12 +227,14 @@ class Client:
         answer = self._call("POST", "/v1/users", body={"id": user})
         return str(answer["id"])
 
-    def add_member(self, mandate: str, user: str, *, role: str | None = "member") -> None:
+    def add_member(self, mandate: str, user: str, *, role: str | None = "member") -> list[str]:
         """Make ``user`` a member of ``mandate`` with ``role`` (``member`` unless
-        said otherwise; ``None``: no role yet). Idempotent."""
-        self._call(
+        said otherwise; ``None``: no role yet). Someone already a member is given
+        the role if they lack it. Returns the member's roles afterwards."""
+        answer = self._call(
             "POST", f"/v1/mandates/{_seg(mandate)}/members", body={"user": user, "role": role}
         )
+        return [str(r) for r in answer["roles"]]
 
     # ---------------------------------------------------------------- money
 
@@ -258,19 +268,29 @@ class Client:
         self,
         mandate: str,
         *,
-        estimate: Decimal,
+        estimate: Decimal | None = None,
         user: str | None = None,
         provider: str | None = None,
+        model: str | None = None,
+        input_tokens: int | None = None,
+        max_output_tokens: int | None = None,
         feature_instance: str | None = None,
     ) -> CheckResult:
         """May a call costing up to ``estimate`` start now? Changes nothing.
 
-        The answer has the reason (``ok``, ``provider_not_allowed``,
-        ``limit_exceeded``, ``insufficient_balance``), the balance and the account."""
+        Instead of ``estimate=``, give ``provider``, ``model``, ``input_tokens``
+        and ``max_output_tokens``: the service prices the call as :meth:`hold`
+        would, and the answer's ``estimate`` is that price. The answer has the
+        reason (``ok``, ``provider_not_allowed``, ``permission_denied``,
+        ``limit_exceeded``, ``insufficient_balance``), the balance and the
+        account; :meth:`hold` raises the same refusals."""
         body = _body(
-            estimate=_money(estimate, "estimate"),
+            estimate=None if estimate is None else _money(estimate, "estimate"),
             user=user,
             provider=provider,
+            model=model,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output_tokens,
             feature_instance=feature_instance,
         )
         return _parse(CheckResult, self._call("POST", f"/v1/mandates/{_seg(mandate)}/check", body))
@@ -335,7 +355,7 @@ class Client:
             metadata=None if metadata is None else dict(metadata),
         )
         path = f"/v1/mandates/{_seg(mandate)}/holds"
-        return HeldCall._of(self, self._write(Hold, path, body, idempotency_key))
+        return HeldCall.of(self, self._write(Hold, path, body, idempotency_key))
 
     def capture(
         self,
@@ -378,6 +398,8 @@ class Client:
         provider: str | None = None,
         model: str | None = None,
         usage: Usage | None = None,
+        provider_cost: Decimal | None = None,
+        provider_currency: str | None = None,
         feature_code: str | None = None,
         feature_instance: str | None = None,
         workflow_id: str | None = None,
@@ -386,19 +408,24 @@ class Client:
         description: str | None = None,
         metadata: Mapping[str, str | int] | None = None,
     ) -> Entry:
-        """Post a debit without a hold: ``amount=``, or ``provider``, ``model``
-        and ``usage`` priced now.
+        """Post a debit without a hold: ``amount=``, ``provider``, ``model``
+        and ``usage`` priced now, or ``provider_cost=`` (in
+        ``provider_currency``, USD unless given) converted and marked up.
 
         In a prepaid mandate it is refused with ``InsufficientBalance`` when the
         account cannot pay, and anywhere with ``LimitExceeded``, unless
         ``already_happened``: usage that happened is always recorded, marked."""
-        if (amount is None) == (usage is None):
+        if sum(v is not None for v in (amount, usage, provider_cost)) != 1:
             raise e.InvalidRequest(
-                "Give either amount= or usage= (with provider and model).", field="amount"
+                "Give one of amount=, usage= (with provider and model) or provider_cost=.",
+                field="amount",
             )
+        cost = None if provider_cost is None else check_provider_cost(provider_cost)
         body = _body(
             amount=None if amount is None else _money(amount, "amount"),
             usage=None if usage is None else _usage(usage),
+            provider_cost=None if cost is None else format(cost.normalize(), "f"),
+            provider_currency=provider_currency,
             user=user,
             provider=provider,
             model=model,
@@ -775,102 +802,6 @@ class Client:
             self._sleep(delay * random.uniform(0.5, 1.0))
 
     _sleep = staticmethod(time.sleep)
-
-
-# ------------------------------------------------------------------ the hold
-
-
-class HeldCall(Hold):
-    """A hold placed through :meth:`Client.hold`: the ``Hold`` as placed (all
-    its fields), which can capture or release itself, and a context manager
-    for the common flow::
-
-        with client.hold("acme", user="alice", provider="openai", model="gpt-4o",
-                         input_tokens=1200, max_output_tokens=800) as h:
-            response = call_the_model(...)
-            h.capture(aibill.Usage(input_tokens=..., output_tokens=...))
-
-    Leaving the block without a capture releases the hold, also when the block
-    raises (the exception then propagates unchanged). The fields are those of
-    the hold when it was placed; what happened to it since is in ``entry``
-    (after :meth:`capture`) and ``released`` (after :meth:`release`).
-    """
-
-    _client: Client
-    entry: Entry | None
-    released: Hold | None
-
-    @classmethod
-    def _of(cls, client: Client, hold: Hold) -> HeldCall:
-        held = cls(**{f.name: getattr(hold, f.name) for f in fields(Hold)})
-        held._set(_client=client, entry=None, released=None)
-        return held
-
-    def _set(self, **values: Any) -> None:
-        # The hold's own fields stay frozen; only the client-side state changes.
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
-
-    def capture(
-        self,
-        usage_or_amount: Usage | Decimal,
-        /,
-        *,
-        description: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> Entry:
-        """Post the call's real cost: its ``aibill.Usage`` (priced for the hold's
-        provider and model) or an amount as ``Decimal``; returns the entry."""
-        if isinstance(usage_or_amount, Usage):
-            entry = self._client.capture(
-                self.id,
-                usage=usage_or_amount,
-                description=description,
-                idempotency_key=idempotency_key,
-            )
-        else:
-            entry = self._client.capture(
-                self.id,
-                amount=usage_or_amount,
-                description=description,
-                idempotency_key=idempotency_key,
-            )
-        self._set(entry=entry)
-        return entry
-
-    def release(self, *, idempotency_key: str | None = None) -> Hold:
-        """Free the hold without a debit; returns the hold as it now is."""
-        released = self._client.release(self.id, idempotency_key=idempotency_key)
-        self._set(released=released)
-        return released
-
-    @property
-    def resolved(self) -> bool:
-        """Captured or released through this object."""
-        return self.entry is not None or self.released is not None
-
-    def __enter__(self) -> HeldCall:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        if self.resolved:
-            return
-        if exc is None:
-            self.release()
-            return
-        try:
-            self.release()
-        except Exception as failure:  # the block's own exception matters more
-            log.warning("releasing hold %s failed: %s", self.id, failure)
-            exc.add_note(
-                f"aibill: releasing hold {self.id} failed ({failure!r}); it expires at "
-                f"{self.expires_at.isoformat()}."
-            )
 
 
 # ------------------------------------------------------- the settings services

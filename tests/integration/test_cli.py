@@ -186,6 +186,11 @@ def test_a_prepaid_call_from_credit_to_capture(cli: Cli) -> None:
         "--input-tokens", "1200", "--max-output-tokens", "512",
     )  # fmt: skip
     assert estimate["amount"] == "0.009744" and estimate["currency"] == "CHF"
+    priced = cli.json(
+        "check", "acme", "--user", "alice", "--provider", "openai", "--model", "gpt-4o",
+        "--input-tokens", "1200", "--max-output-tokens", "512",
+    )  # fmt: skip
+    assert priced["allowed"] is True and priced["estimate"] == "0.009744"
     hold = cli.json(
         "hold", "acme", "--user", "alice", "--provider", "openai", "--model", "gpt-4o",
         "--input-tokens", "1200", "--max-output-tokens", "512", "-k", "call-1",
@@ -212,6 +217,11 @@ def test_a_prepaid_call_from_credit_to_capture(cli: Cli) -> None:
     human = cli.run("balance", "acme").stdout
     assert "99.975800" in human and "CHF" in human
     assert cli.run("verify").stdout.strip() == "ledger is sound"
+    # What the provider charged, in USD: converted at 0.80 and marked up 50 %.
+    cost = cli.json(
+        "usage", "record", "acme", "--provider-cost", "0.10", "--user", "alice", "-k", "u-2"
+    )
+    assert (cost["amount"], cost["provider_cost"], cost["fx_rate"]) == ("0.120000", "0.1", "0.80")
 
 
 def test_a_write_repeated_with_its_key_applies_once(cli: Cli) -> None:
@@ -559,6 +569,8 @@ NOT_COMMANDS = {
     "principal": "internal",
     "quote": "takes a connection: estimate and price show answer it",
     "price": "estimate answers it for a mandate",
+    "quote_cost": "takes a connection: usage record --provider-cost posts what it prices",
+    "price_cost": "the seed's calculatePriceWithMarkup; usage record --provider-cost posts it",
     "output_limit": "takes a connection: price show shows it",
     "provider_decision": "takes a connection: provider allowed answers it",
     "permission_decision": "takes a connection",

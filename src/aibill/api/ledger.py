@@ -91,9 +91,11 @@ def members(mandate: str, billing: Ledger) -> list[Member]:
 
 @router.post("/mandates/{mandate}/members", status_code=status.HTTP_201_CREATED, tags=["users"])
 def add_member(mandate: str, body: s.MemberIn, billing: Ledger) -> dict[str, Any]:
-    """Make a user a member of the mandate, with a role (``member`` by default)."""
-    billing.add_member(mandate, body.user, role=body.role)
-    return {"mandate": mandate, "user": body.user, "role": body.role}
+    """Make a user a member of the mandate, with a role (``member`` by default).
+    Someone already a member is given the role if they lack it; ``roles`` is
+    what they hold afterwards."""
+    roles = billing.add_member(mandate, body.user, role=body.role)
+    return {"mandate": mandate, "user": body.user, "role": body.role, "roles": roles}
 
 
 @router.post("/mandates/{mandate}/credits", status_code=status.HTTP_201_CREATED, tags=["money"])
@@ -114,12 +116,21 @@ def credit(mandate: str, body: s.CreditIn, billing: Ledger, key: Key, response: 
 
 @router.post("/mandates/{mandate}/check", tags=["calls"])
 def check(mandate: str, body: s.CheckIn, billing: Ledger) -> CheckResult:
-    """May a call costing up to ``estimate`` start now? Changes nothing."""
+    """May a call costing up to ``estimate`` start now? Changes nothing.
+
+    Instead of ``estimate``, give ``provider``, ``model``, ``input_tokens`` and
+    ``max_output_tokens``: the call is priced as a hold would price it, and the
+    answer's ``estimate`` is that price. A refusal is an answer here
+    (``allowed: false`` with its ``reason``); placing the hold refuses with an
+    error."""
     return billing.check(
         mandate,
-        estimate=body.estimate,  # type: ignore[arg-type]
+        estimate=body.estimate,  # type: ignore[arg-type]  # a decimal string, taken exactly
         user=body.user,
         provider=body.provider,
+        model=body.model,
+        input_tokens=body.input_tokens,
+        max_output_tokens=body.max_output_tokens,
         feature_instance=body.feature_instance,
     )
 
@@ -222,11 +233,14 @@ def record_usage(
     request: Request,
     response: Response,
 ) -> Entry:
-    """Post a debit without a hold: an amount, or usage priced now."""
+    """Post a debit without a hold: an amount, usage priced now, or a provider
+    cost converted and marked up."""
     entry = billing.record_usage(
         mandate,
         amount=body.amount,  # type: ignore[arg-type]
         usage=_usage(body.usage),
+        provider_cost=body.provider_cost,  # type: ignore[arg-type]
+        provider_currency=body.provider_currency,
         user=body.user,
         provider=body.provider,
         model=body.model,

@@ -38,6 +38,15 @@ Money = Annotated[
         description='A decimal string with at most six decimals, e.g. "0.50".', examples=["0.50"]
     ),
 ]
+ProviderCost = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9]{1,7}(\.[0-9]{1,12})?$", max_length=20),
+    Field(
+        description="What the provider charged, a decimal string with at most 12 decimals, "
+        'e.g. "0.10"; converted and marked up like a priced call.',
+        examples=["0.10"],
+    ),
+]
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")]
 
 
@@ -231,6 +240,10 @@ class UsageRecordIn(Tags):
 
     amount: Money | None = None
     usage: UsageIn | None = None
+    provider_cost: ProviderCost | None = None
+    provider_currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["USD"])] | None = (
+        Field(default=None, description="The provider cost's currency (default USD).")
+    )
     user: Name | None = None
     already_happened: bool = False
     description: Text | None = None
@@ -241,13 +254,25 @@ class CheckIn(Body):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"estimate": "0.0132", "user": "alice", "provider": "openai"}]
+            "examples": [
+                {"estimate": "0.0132", "user": "alice", "provider": "openai"},
+                {
+                    "user": "alice",
+                    "provider": "openai",
+                    "model": "gpt-4o",
+                    "input_tokens": 1200,
+                    "max_output_tokens": 800,
+                },
+            ]
         },
     )
 
-    estimate: Money
+    estimate: Money | None = None
     user: Name | None = None
     provider: ShortTag | None = None
+    model: Tag | None = None
+    input_tokens: Tokens | None = None
+    max_output_tokens: Tokens | None = None
     feature_instance: Tag | None = None
 
 

@@ -70,9 +70,13 @@ HOLD_COLUMNS: list[Any] = [
 
 def register(app: typer.Typer) -> None:
     app.command(epilog=example("aibill credit acme 100 --reason payment"))(credit)
-    app.command(epilog=example("aibill check acme --estimate 0.05 --user alice --provider openai"))(
-        check
-    )
+    app.command(
+        epilog=example(
+            "aibill check acme --estimate 0.05 --user alice --provider openai",
+            "aibill check acme --user alice --provider openai --model gpt-4o"
+            " --input-tokens 1200 --max-output-tokens 800",
+        )
+    )(check)
     app.command(
         epilog=example(
             "aibill estimate acme --provider openai --model gpt-4o"
@@ -142,16 +146,28 @@ def credit(
 
 def check(
     mandate: str,
-    estimate: Annotated[Decimal, typer.Option(parser=parse_money, metavar="AMOUNT")],
+    estimate: OptMoney = None,
     user: User = None,
     provider: Provider = None,
+    model: Model = None,
+    input_tokens: Tokens = None,
+    max_output_tokens: Tokens = None,
     feature_instance: FeatureInstance = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """May this call start? Exit 0 if allowed, 3 if not. Changes nothing."""
+    """May this call start? A fixed --estimate, or the call priced from its
+    provider, model and tokens as a hold would. Exit 0 if allowed, 3 if not.
+    Changes nothing."""
     st = use(as_json)
     result = st.backend().check(
-        mandate, estimate=estimate, user=user, provider=provider, feature_instance=feature_instance
+        mandate,
+        estimate=estimate,
+        user=user,
+        provider=provider,
+        model=model,
+        input_tokens=input_tokens,
+        max_output_tokens=max_output_tokens,
+        feature_instance=feature_instance,
     )
     show_record(st, result, title="allowed" if result.allowed else "not allowed")
     if not result.allowed:
@@ -254,6 +270,17 @@ def record_usage(
     output_tokens: Tokens = None,
     cache_read_tokens: Tokens = None,
     cache_write_tokens: Tokens = None,
+    provider_cost: Annotated[
+        Decimal | None,
+        typer.Option(
+            parser=parse_money,
+            metavar="AMOUNT",
+            help="What the provider charged (converted and marked up, as a priced call is).",
+        ),
+    ] = None,
+    provider_currency: Annotated[
+        str | None, typer.Option(help="The provider cost's currency (USD unless given).")
+    ] = None,
     feature_code: FeatureCode = None,
     feature_instance: FeatureInstance = None,
     workflow_id: Annotated[str | None, typer.Option()] = None,
@@ -268,7 +295,8 @@ def record_usage(
     idempotency_key: IdemKey = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Post usage without a hold: a fixed --amount, or priced from tokens."""
+    """Post usage without a hold: a fixed --amount, priced from tokens, or the
+    provider's own --provider-cost converted and marked up."""
     st = use(as_json)
     usage = _usage(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
     entry = st.backend().record_usage(
@@ -278,6 +306,8 @@ def record_usage(
         provider=provider,
         model=model,
         usage=usage,
+        provider_cost=provider_cost,
+        provider_currency=provider_currency,
         feature_code=feature_code,
         feature_instance=feature_instance,
         workflow_id=workflow_id,

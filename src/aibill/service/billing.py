@@ -23,6 +23,7 @@ from sqlalchemy import JSON, Connection, Engine, and_, func, or_, select, update
 
 from aibill.domain import errors as e
 from aibill.domain.clock import Clock, system_clock
+from aibill.domain.held import HeldCall
 from aibill.domain.model import (
     MAX_DESCRIPTION_LENGTH,
     MAX_REASON_LENGTH,
@@ -51,12 +52,17 @@ from aibill.domain.permissions import check_role
 from aibill.domain.principal import SYSTEM, Principal, PrincipalKind, Scope
 from aibill.domain.text import check_line, check_prose, check_searchable, check_text
 from aibill.domain.times import check_time
-from aibill.pricing.catalog import Catalog, Usage
+from aibill.pricing.catalog import CATALOG_CURRENCY, Catalog, Usage
 from aibill.service import audit, reports
-from aibill.service.access import Access, require_role
+from aibill.service.access import Access, require_role, roles_of
 from aibill.service.codec import entry_from_row, from_snapshot, hold_from_row, snapshot
 from aibill.service.keys import Keys
-from aibill.service.pricing import Charge, Pricing
+from aibill.service.pricing import (
+    Charge,
+    Pricing,
+    check_provider_cost,
+    check_provider_currency,
+)
 from aibill.service.reports import CsvLines, GroupBy, TextOut, UsageRow, UserBalance
 from aibill.store import fast, tx
 from aibill.store.schema import (
@@ -750,16 +756,20 @@ class Billing:
 
         return self._write(work)
 
-    def add_member(self, mandate: str, user: str, *, role: str | None = "member") -> None:
+    def add_member(self, mandate: str, user: str, *, role: str | None = "member") -> list[str]:
         """Make ``user`` a member of ``mandate`` with ``role`` (``member`` unless
         said otherwise; ``None``: no role yet); a per-user mandate opens their wallet.
-        A user name not registered yet is registered (as :meth:`add_user` does)."""
+        A user name not registered yet is registered (as :meth:`add_user` does).
+
+        Adding someone who is already a member gives them ``role`` if they lack
+        it (audited as a ``role.grant``, as :meth:`Access.grant_role` does), and
+        changes nothing otherwise. Returns the member's roles afterwards."""
         check_name(mandate, "mandate")
         check_name(user, "user")
         if role is not None:
             check_role(role)
 
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> list[str]:
             self._authorize(conn, mandate, Scope.ADMIN)
             ctx = self._ctx(conn, mandate)
             if role is not None:
@@ -776,7 +786,7 @@ class Billing:
                 )
             ).first()
             if exists is not None:
-                return
+                return self._grant_on_add(conn, mandate, user, role)
             now = self._now()
             self._insert(conn, memberships, mandate_id=mandate, user_id=user, created_at=now)
             if role is not None:
@@ -794,8 +804,25 @@ class Billing:
                     currency=ctx.currency,
                     created_at=now,
                 )
+            return [role] if role is not None else []
 
-        self._write(work)
+        return self._write(work)
+
+    def _grant_on_add(
+        self, conn: Connection, mandate: str, user: str, role: str | None
+    ) -> list[str]:
+        """``add_member`` of someone already a member: the role they lack is granted."""
+        held = roles_of(conn, mandate, user)
+        if role is None or role in held:
+            return held
+        self._insert(
+            conn, member_roles, mandate_id=mandate, user_id=user, role=role, created_at=self._now()
+        )
+        after = sorted([*held, role])
+        self._audit(
+            conn, mandate, "role.grant", target=user, before={"roles": held}, after={"roles": after}
+        )
+        return after
 
     def set_overdraft_limit(
         self, mandate: str, amount: Decimal, *, user: str | None = None
@@ -921,15 +948,22 @@ class Billing:
         ttl_s: int = DEFAULT_HOLD_TTL_S,
         idempotency_key: str,
         metadata: Mapping[str, str | int] | None = None,
-    ) -> Hold:
+    ) -> HeldCall:
         """Reserve money for a call about to start (DESIGN rule 2).
 
         Either ``amount=`` or the priced form: ``provider``, ``model``,
         ``input_tokens`` and ``max_output_tokens``, reserved as the estimate
         (see :meth:`estimate`). Succeeds only if ``available >= amount`` at
         that instant and no spending limit would be passed; in an unlimited
-        mandate only limits apply. Raises ``InsufficientBalance`` or
-        ``LimitExceeded``; both are stored under the key and replayed.
+        mandate only limits apply. Raises ``InsufficientBalance``,
+        ``LimitExceeded``, ``ProviderNotAllowed`` or ``PermissionDenied``; each
+        is stored under the key and replayed (:meth:`check` answers the same
+        refusals without raising).
+
+        The result is the ``Hold`` as a :class:`~aibill.domain.held.HeldCall`:
+        ``call.capture(usage_or_amount)``, ``call.release()``, and a context
+        manager that releases the hold on leaving its block uncaptured, as
+        :meth:`aibill.Client.hold` does.
         """
         key = check_key(idempotency_key)
         _check_ttl(ttl_s)
@@ -1009,7 +1043,7 @@ class Billing:
             self._remember(conn, mandate, key, "hold", request, hold, now)
             return hold
 
-        return self._write(work)
+        return HeldCall.of(self, self._write(work))
 
     def estimate(
         self,
@@ -1044,21 +1078,30 @@ class Billing:
         self,
         mandate: str,
         *,
-        estimate: Decimal,
+        estimate: Decimal | None = None,
         user: str | None = None,
         provider: str | None = None,
+        model: str | None = None,
+        input_tokens: int | None = None,
+        max_output_tokens: int | None = None,
         feature_instance: str | None = None,
     ) -> CheckResult:
         """May a call costing up to ``estimate`` start now? (DESIGN rule 1)
 
-        Answers with the reason (``ok``, ``provider_not_allowed`` when
-        ``provider`` is given and the user may not use it, ``permission_denied``
-        when the call may not make the mandate pay (see :meth:`hold`),
-        ``limit_exceeded``, ``insufficient_balance``), the balance and the
-        account. It changes nothing.
+        Either ``estimate=`` or the priced form: ``provider``, ``model``,
+        ``input_tokens`` and ``max_output_tokens``, priced now exactly as
+        :meth:`hold` would price them (see :meth:`estimate`); the answer's
+        ``estimate`` is then that price. Answers with the reason (``ok``,
+        ``provider_not_allowed`` when ``provider`` is given and the user may
+        not use it, ``permission_denied`` when the call may not make the
+        mandate pay (see :meth:`hold`), ``limit_exceeded``,
+        ``insufficient_balance``), the balance and the account. It changes
+        nothing and raises no refusal (:meth:`hold` raises them); a call it
+        cannot price raises, as :meth:`estimate` does (``unknown_model``,
+        ``missing_exchange_rate``).
         """
-        micros = to_micros(estimate, field="estimate", allow_zero=True)
-        Tags(provider=provider, feature_instance=feature_instance)  # checks the texts
+        tags = Tags(provider=provider, model=model, feature_instance=feature_instance)
+        asked = _Asked.for_check(estimate, tags, input_tokens, max_output_tokens)
 
         def work(conn: Connection) -> CheckResult:
             self._authorize(conn, mandate, Scope.USE)
@@ -1066,6 +1109,8 @@ class Billing:
             account = self._account_for(conn, ctx, user)
             balance = self._balance(conn, ctx, account)
             now = self._now()
+            charge = asked.estimate(self, conn, ctx, tags, now)
+            micros = charge.amount_micros if charge else asked.micros
             reason = "ok"
             forbidden: e.Refused | None = self._provider_refusal(conn, ctx, user, provider)
             if forbidden is None:
@@ -1497,6 +1542,8 @@ class Billing:
         provider: str | None = None,
         model: str | None = None,
         usage: Usage | None = None,
+        provider_cost: Decimal | None = None,
+        provider_currency: str | None = None,
         feature_code: str | None = None,
         feature_instance: str | None = None,
         workflow_id: str | None = None,
@@ -1507,36 +1554,35 @@ class Billing:
     ) -> Entry:
         """Post a debit without a prior hold (DESIGN rule 5).
 
-        Give ``amount=``, or ``provider``, ``model`` and ``usage`` to price it
-        now. In a prepaid mandate it is refused with ``InsufficientBalance``
-        when the account cannot pay, and anywhere with ``LimitExceeded`` when a
-        spending limit would be passed, unless ``already_happened``: usage that
-        happened is always recorded, and the entry is marked (``over_balance``
-        with the ``shortfall``, ``over_limit`` naming the limit).
+        Give one of: ``amount=`` (in the mandate's currency, posted as it is);
+        ``provider``, ``model`` and ``usage`` to price the tokens now; or
+        ``provider_cost=``, what the provider charged, in ``provider_currency``
+        (USD unless given), converted at the rate in force and marked up (the
+        markup of ``provider``/``model`` when named). Both priced forms keep the
+        whole breakdown on the entry. In a prepaid mandate it is refused with
+        ``InsufficientBalance`` when the account cannot pay, and anywhere with
+        ``LimitExceeded`` when a spending limit would be passed, unless
+        ``already_happened``: usage that happened is always recorded, and the
+        entry is marked (``over_balance`` with the ``shortfall``, ``over_limit``
+        naming the limit).
         """
         key = check_key(idempotency_key)
         _check_description(description)
         meta = _check_metadata(metadata)
         tags = Tags(provider, model, feature_code, feature_instance, workflow_id)
-        if (amount is None) == (usage is None):
-            raise e.InvalidRequest(
-                "Give either amount= or usage= (with provider and model).", field="amount"
-            )
-        micros = to_micros(amount) if amount is not None else 0
-        if usage is not None:
-            if not isinstance(usage, Usage):
-                raise e.InvalidRequest("usage must be an aibill.Usage.", field="usage")
-            if tags.provider is None or tags.model is None:
-                raise e.InvalidRequest("Pricing usage needs provider and model.", field="model")
+        asked = _Posted.of(amount, usage, provider_cost, provider_currency, tags)
         request = {
-            "amount": None if amount is None else str(from_micros(micros)),
-            "usage": None if usage is None else _usage_json(usage),
+            **asked.request,
             **tags.as_request(),
             "user": user,
             "already_happened": bool(already_happened),
             "description": description,
             "metadata": meta,
         }
+
+        def refuse(conn: Connection, refusal: e.Refused, now: datetime) -> tx.Deferred:
+            self._remember(conn, mandate, key, "record_usage", request, refusal, now)
+            return tx.Deferred(refusal)
 
         def work(conn: Connection) -> Entry | tx.Deferred:
             self._authorize(conn, mandate, Scope.USE)
@@ -1548,8 +1594,7 @@ class Billing:
             now = self._now()
             forbidden = self._provider_refusal(conn, ctx, user, tags.provider)
             if forbidden is not None and not already_happened:
-                self._remember(conn, mandate, key, "record_usage", request, forbidden, now)
-                return tx.Deferred(forbidden)
+                return refuse(conn, forbidden, now)
             spend = self._spend_refusal(
                 conn,
                 ctx,
@@ -1559,31 +1604,16 @@ class Billing:
                 provider_ok=forbidden is None,
             )
             if spend is not None:
-                self._remember(conn, mandate, key, "record_usage", request, spend, now)
-                return tx.Deferred(spend)
-            charge = None
-            if usage is not None:
-                assert tags.provider is not None and tags.model is not None
-                charge = self.pricing.quote(
-                    conn,
-                    mandate=mandate,
-                    currency=ctx.currency,
-                    provider=tags.provider,
-                    model=tags.model,
-                    usage=usage,
-                    at=now,
-                )
-            posted = charge.amount_micros if charge else micros
+                return refuse(conn, spend, now)
+            charge = asked.charge(self.pricing, conn, ctx, tags, now)
+            posted = charge.amount_micros if charge else asked.micros
             limit = self._limits(conn, ctx, user, feature_instance, posted, now)
             if limit is not None and not already_happened:
-                self._remember(conn, mandate, key, "record_usage", request, limit, now)
-                return tx.Deferred(limit)
+                return refuse(conn, limit, now)
             enforce = ctx.model.enforced and not already_happened
             acct = self._take(conn, ctx, account, posted, now, pending=False, enforce=enforce)
             if acct is None:
-                refusal = self._insufficient(conn, ctx, account, posted)
-                self._remember(conn, mandate, key, "record_usage", request, refusal, now)
-                return tx.Deferred(refusal)
+                return refuse(conn, self._insufficient(conn, ctx, account, posted), now)
             entry = self._post(
                 conn,
                 ctx,
@@ -2286,6 +2316,86 @@ def _limit_name(limit: e.LimitExceeded) -> str:
     return f"{d['scope']}:{d['subject']}/{d['period']}"[:64]
 
 
+class _Posted:
+    """What ``record_usage`` posts: a fixed amount, usage to price, or a
+    provider cost to price (``request`` is how the idempotency record keeps it)."""
+
+    __slots__ = ("cost", "cost_currency", "micros", "request", "usage")
+
+    def __init__(
+        self,
+        micros: int,
+        usage: Usage | None,
+        cost: Decimal | None,
+        cost_currency: str,
+        request: dict[str, Any],
+    ) -> None:
+        self.micros, self.usage, self.request = micros, usage, request
+        self.cost, self.cost_currency = cost, cost_currency
+
+    @classmethod
+    def of(
+        cls,
+        amount: Decimal | None,
+        usage: Usage | None,
+        provider_cost: Decimal | None,
+        provider_currency: str | None,
+        tags: Tags,
+    ) -> _Posted:
+        given = [v for v in (amount, usage, provider_cost) if v is not None]
+        if len(given) != 1:
+            raise e.InvalidRequest(
+                "Give one of amount=, usage= (with provider and model) or provider_cost=.",
+                field="amount",
+            )
+        if provider_currency is not None and provider_cost is None:
+            raise e.InvalidRequest(
+                "provider_currency goes with provider_cost=.", field="provider_currency"
+            )
+        if provider_cost is not None:
+            cost = check_provider_cost(provider_cost)
+            currency = check_provider_currency(provider_currency or CATALOG_CURRENCY)
+            text = format(cost.normalize(), "f")
+            request = {"amount": None, "usage": None, "provider_cost": text}
+            return cls(0, None, cost, currency, {**request, "provider_currency": currency})
+        if usage is not None:
+            if not isinstance(usage, Usage):
+                raise e.InvalidRequest("usage must be an aibill.Usage.", field="usage")
+            if tags.provider is None or tags.model is None:
+                raise e.InvalidRequest("Pricing usage needs provider and model.", field="model")
+            return cls(0, usage, None, "", {"amount": None, "usage": _usage_json(usage)})
+        micros = to_micros(amount)
+        return cls(micros, None, None, "", {"amount": str(from_micros(micros)), "usage": None})
+
+    def charge(
+        self, pricing: Pricing, conn: Connection, ctx: _Ctx, tags: Tags, now: datetime
+    ) -> Charge | None:
+        """The priced forms' charge, in the mandate's currency at ``now``."""
+        if self.cost is not None:
+            return pricing.quote_cost(
+                conn,
+                mandate=ctx.mandate,
+                currency=ctx.currency,
+                provider_cost=self.cost,
+                provider_currency=self.cost_currency,
+                provider=tags.provider,
+                model=tags.model,
+                at=now,
+            )
+        if self.usage is None:
+            return None
+        assert tags.provider is not None and tags.model is not None
+        return pricing.quote(
+            conn,
+            mandate=ctx.mandate,
+            currency=ctx.currency,
+            provider=tags.provider,
+            model=tags.model,
+            usage=self.usage,
+            at=now,
+        )
+
+
 class _Asked:
     """What a hold asks for: a fixed amount, or tokens to price as an estimate."""
 
@@ -2331,6 +2441,37 @@ class _Asked:
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**12:
                 raise e.InvalidRequest(f"{name} must be a whole number >= 0.", field=name)
         return cls(0, input_tokens, max_output_tokens, {"amount": None, **counts})
+
+    @classmethod
+    def for_check(
+        cls,
+        estimate: Decimal | None,
+        tags: Tags,
+        input_tokens: int | None,
+        max_output_tokens: int | None,
+    ) -> _Asked:
+        """What a check asks about: an ``estimate`` (zero allowed), or the
+        priced form, which needs all of provider, model and both counts."""
+        priced = {"model": tags.model, "input_tokens": input_tokens}
+        priced["max_output_tokens"] = max_output_tokens
+        if estimate is not None:
+            given = [name for name, value in priced.items() if value is not None]
+            if given:
+                raise e.InvalidRequest(
+                    f"Give either estimate= or the call to price ({', '.join(given)}), not both.",
+                    field="estimate",
+                )
+            return cls(to_micros(estimate, field="estimate", allow_zero=True), None, None, {})
+        missing = [name for name, value in priced.items() if value is None]
+        if tags.provider is None:
+            missing.insert(0, "provider")
+        if missing:
+            raise e.InvalidRequest(
+                "Give estimate=, or the call to price: provider, model, input_tokens and "
+                f"max_output_tokens (missing: {', '.join(missing)}).",
+                field=missing[0] if len(missing) < 4 else "estimate",
+            )
+        return cls.of(None, tags, input_tokens, max_output_tokens)
 
     def estimate(
         self, billing: Billing, conn: Connection, ctx: _Ctx, tags: Tags, now: datetime

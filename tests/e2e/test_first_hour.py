@@ -55,6 +55,7 @@ def test_the_demo_refuses_a_ledger_with_the_readmes_mandate(tmp_path: Path) -> N
     """The README's walk-through makes ``acme``; the demo then refuses in one line
     that says how to run it instead (exit 2), and that command works."""
     db = tmp_path / "mine.db"
+    shell(f"./scripts/run --db {db} db upgrade", ROOT)
     shell(f"./scripts/run --db {db} mandate create acme --currency CHF", ROOT)
     refused = shell(f"./scripts/run --db {db} demo --records 60", ROOT, code=2)
     message = " ".join(refused.stderr.split())
@@ -94,3 +95,16 @@ def test_only_db_upgrade_and_demo_create_a_ledger_file(tmp_path: Path) -> None:
     shell(f"./scripts/run --db {made} db upgrade", ROOT)
     assert made.exists()
     shell(f"./scripts/run --db {made} mandate list", ROOT)
+
+
+def test_member_add_on_a_member_grants_the_role_and_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    shell(f"./scripts/run --db {db} db upgrade", ROOT)
+    shell(f"./scripts/run --db {db} mandate create acme --currency CHF", ROOT)
+    shell(f"./scripts/run --db {db} user add alice", ROOT)
+    first = shell(f"./scripts/run --db {db} member add acme alice", ROOT)
+    assert "with roles: member" in first.stdout
+    again = shell(f"./scripts/run --db {db} member add acme alice --role admin", ROOT)
+    assert "with roles: admin, member" in again.stdout
+    listed = shell(f"./scripts/run --db {db} member list acme --json", ROOT)
+    assert '"admin"' in listed.stdout

@@ -166,3 +166,24 @@ def test_a_member_is_added_only_with_a_role_that_exists(world: Billing) -> None:
     world.access.define_role("acme", "auditor")
     world.add_member("acme", "erin", role="auditor")
     assert [m.roles for m in world.members("acme") if m.user == "erin"] == [("auditor",)]
+
+
+def test_adding_an_existing_member_with_a_role_grants_it_once(world: Billing) -> None:
+    """``add_member`` of someone already a member never claims a change it did not
+    make: the role they lack is granted (and audited as a grant); asked again,
+    nothing changes and nothing is audited."""
+    alice = world.as_principal(member("acme", "alice"))
+
+    def grants() -> list[tuple[str | None, object]]:
+        records = world.audit_log("acme", limit=1000).records
+        return [(r.target, r.after) for r in records if r.action == "role.grant"]
+
+    assert alice.add_member("acme", "bob", role="admin") == ["admin", "viewer"]
+    assert next(m for m in world.members("acme") if m.user == "bob").roles == ("admin", "viewer")
+    assert grants() == [("bob", {"roles": ["admin", "viewer"]})]
+    assert alice.add_member("acme", "bob", role="admin") == ["admin", "viewer"]
+    assert alice.add_member("acme", "bob", role=None) == ["admin", "viewer"]
+    assert len(grants()) == 1
+    with pytest.raises(aibill.InvalidRequest):
+        alice.add_member("acme", "bob", role="no-such-role")
+    assert alice.add_member("acme", "erin", role="viewer") == ["viewer"]

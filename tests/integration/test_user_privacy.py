@@ -111,8 +111,8 @@ def test_adding_a_member_registers_the_identity_the_same_way(acme: Billing) -> N
     answer is the same, the mandate's audit log says "member.add" for both, and
     only the platform's audit log records the new identity."""
     admin = principal(acme, "alice", *Scope)
-    assert admin.add_member("acme", STRANGER, role="viewer") is None
-    assert admin.add_member("acme", GHOST, role="viewer") is None
+    assert admin.add_member("acme", STRANGER, role="viewer") == ["viewer"]
+    assert admin.add_member("acme", GHOST, role="viewer") == ["viewer"]
     members = {m.user: m.roles for m in acme.members("acme")}
     assert members[STRANGER] == members[GHOST] == ("viewer",)
     mandate_log = [(r.action, r.target) for r in acme.audit_log("acme").records]

@@ -346,12 +346,14 @@ def member_add(
     role: Annotated[str, typer.Option(help="Their first role.")] = "member",
     as_json: JsonFlag = False,
 ) -> None:
-    """Make a registered user a member of a mandate (opens their wallet in prepay_user)."""
+    """Make a user a member of a mandate (opens their wallet in prepay_user); an
+    existing member is given the role if they lack it."""
     st = use(as_json)
-    st.backend().add_member(mandate, user, role=role)
-    print_json(st, {"mandate": mandate, "user": user, "role": role}) if st.json else say(
-        st, f"{user} is a member of {mandate} ({role})"
-    )
+    roles = st.backend().add_member(mandate, user, role=role)
+    if st.json:
+        print_json(st, {"mandate": mandate, "user": user, "role": role, "roles": roles})
+    else:
+        say(st, f"{user} is a member of {mandate} with roles: {', '.join(roles) or 'none'}")
 
 
 def member_list(mandate: str, as_json: JsonFlag = False) -> None:

@@ -337,7 +337,7 @@ class Access(SettingsService):
             self._authorize(conn, mandate, Scope.ADMIN)
             self._require_member(conn, mandate, user)
             require_role(conn, mandate, role)
-            held = _roles(conn, mandate, user)
+            held = roles_of(conn, mandate, user)
             if role not in held:
                 conn.execute(
                     insert(member_roles).values(
@@ -359,14 +359,14 @@ class Access(SettingsService):
         def work(conn: Connection) -> list[str]:
             self._authorize(conn, mandate, Scope.ADMIN)
             self._require_member(conn, mandate, user)
-            before = _roles(conn, mandate, user)
+            before = roles_of(conn, mandate, user)
             r = member_roles.c
             conn.execute(
                 delete(member_roles).where(
                     r.mandate_id == mandate, r.user_id == user, r.role == role
                 )
             )
-            after = _roles(conn, mandate, user)
+            after = roles_of(conn, mandate, user)
             if after != before:
                 self._auditor(
                     conn, mandate, "role.revoke", user, {"roles": before}, {"roles": after}
@@ -383,7 +383,7 @@ class Access(SettingsService):
         def work(conn: Connection) -> list[str]:
             self._authorize(conn, mandate, Scope.READ)
             self._require_member(conn, mandate, user)
-            return _roles(conn, mandate, user)
+            return roles_of(conn, mandate, user)
 
         return self._read(work)
 
@@ -980,7 +980,8 @@ def require_role(conn: Connection, mandate: str, role: str) -> None:
         )
 
 
-def _roles(conn: Connection, mandate: str, user: str) -> list[str]:
+def roles_of(conn: Connection, mandate: str, user: str) -> list[str]:
+    """The roles ``user`` holds in ``mandate``, sorted."""
     r = member_roles.c
     rows = conn.execute(
         select(r.role).where(r.mandate_id == mandate, r.user_id == user).order_by(r.role)

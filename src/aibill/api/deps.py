@@ -1,5 +1,5 @@
 """Request dependencies: who is asking, the idempotency key of a write, and
-the check that every text of a request can be stored (DESIGN rule 12)."""
+the check that every text of a request can be stored (concepts.md rule 12)."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,
 
 
 def _text_rule(value: str, *, multiline: bool) -> str:
-    """DESIGN rule 12 on a field (see ``aibill.domain.text``; the service checks
+    """concepts.md rule 12 on a field (see ``aibill.domain.text``; the service checks
     again): valid Unicode, no control characters (prose: but tab and line feed)."""
     problem = text_problem(value, multiline=multiline)
     if problem is not None:

@@ -480,7 +480,7 @@ class BillingService:
         A missing rate raises ``MissingExchangeRate`` and writes nothing. A
         price that is not positive (or whose charge rounds to zero micro-units)
         records nothing and returns None, as in the seed. Otherwise the usage
-        is always recorded, even over the balance (DESIGN rule 5; the entry
+        is always recorded, even over the balance (concepts.md rule 5; the entry
         says so). Each call is a new usage, with a fresh idempotency key: this
         call cannot be retried safely. Use
         ``Billing.record_usage(idempotency_key=...)`` for that.
@@ -599,7 +599,7 @@ class BillingService:
     # ------------------------------------------------------------ permissions
 
     def isProviderAllowed(self, provider: str) -> bool:  # noqa: N802
-        """Fails closed (DESIGN rule 10): True only when the configured ledger
+        """Fails closed (concepts.md rule 10): True only when the configured ledger
         has ``is_provider_allowed(mandate, user, provider)`` and it answers True."""
         check: Callable[..., Any] | None = getattr(self._billing, "is_provider_allowed", None)
         if not callable(check):

@@ -278,7 +278,7 @@ class ProviderNotAllowed(Refused):
 
 class SpendNotAllowed(PermissionDenied, Refused):
     """The principal, or the user it names, has no role that lets them make the
-    mandate pay (DESIGN rule 10). A permission refusal (403,
+    mandate pay (concepts.md rule 10). A permission refusal (403,
     ``permission_denied``) that is also a business refusal: stored under the
     idempotency key and replayed, like ``ProviderNotAllowed``."""
 

@@ -104,7 +104,7 @@ class Tags:
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """The answer to "may this call start?" (DESIGN rule 1). It changes nothing."""
+    """The answer to "may this call start?" (concepts.md rule 1). It changes nothing."""
 
     allowed: bool
     reason: str

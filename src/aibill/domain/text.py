@@ -1,4 +1,4 @@
-"""The rule every text aibill takes in keeps (DESIGN rule 12).
+"""The rule every text aibill takes in keeps (concepts.md rule 12).
 
 A text is stored only if every later read can carry it: JSON, CSV, HTML, a
 terminal, and both databases. So a text must be a ``str`` that is valid

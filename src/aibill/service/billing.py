@@ -186,7 +186,7 @@ class Billing:
         (``None``: the platform). Fails closed; a principal of another mandate
         learns nothing about whether ``mandate`` exists."""
         if mandate is not None:
-            check_name(mandate, "mandate")  # before any query sees it (DESIGN rule 12)
+            check_name(mandate, "mandate")  # before any query sees it (concepts.md rule 12)
         p = self._principal
         if p.kind is PrincipalKind.SYSTEM:
             return
@@ -231,7 +231,7 @@ class Billing:
         happened: bool = False,
         provider_ok: bool,
     ) -> e.SpendNotAllowed | None:
-        """Why this call may not make the mandate pay, or None (DESIGN rule 10).
+        """Why this call may not make the mandate pay, or None (concepts.md rule 10).
 
         Before the fact, the billed ``user`` needs a role that lets them spend
         when the call names no provider (with one, the provider rule has
@@ -866,7 +866,7 @@ class Billing:
         idempotency_key: str,
         corrects: str | None = None,
     ) -> Entry:
-        """Add money to the account the billing model names (DESIGN rule 6)."""
+        """Add money to the account the billing model names (concepts.md rule 6)."""
         micros = to_micros(amount)
         key = check_key(idempotency_key)
         if reason not in CREDIT_REASONS:
@@ -949,7 +949,7 @@ class Billing:
         idempotency_key: str,
         metadata: Mapping[str, str | int] | None = None,
     ) -> HeldCall:
-        """Reserve money for a call about to start (DESIGN rule 2).
+        """Reserve money for a call about to start (concepts.md rule 2).
 
         Either ``amount=`` or the priced form: ``provider``, ``model``,
         ``input_tokens`` and ``max_output_tokens``, reserved as the estimate
@@ -1086,7 +1086,7 @@ class Billing:
         max_output_tokens: int | None = None,
         feature_instance: str | None = None,
     ) -> CheckResult:
-        """May a call costing up to ``estimate`` start now? (DESIGN rule 1)
+        """May a call costing up to ``estimate`` start now? (concepts.md rule 1)
 
         Either ``estimate=`` or the priced form: ``provider``, ``model``,
         ``input_tokens`` and ``max_output_tokens``, priced now exactly as
@@ -1138,7 +1138,7 @@ class Billing:
     def _provider_refusal(
         self, conn: Connection, ctx: _Ctx, user: str | None, provider: str | None
     ) -> e.ProviderNotAllowed | None:
-        """Why the call may not use ``provider``, or None when it may (DESIGN
+        """Why the call may not use ``provider``, or None when it may (concepts.md
         rule 10). The user asked about is ``user``, else the principal's own;
         with neither there is nobody to allow, and the answer is no."""
         if provider is None:
@@ -1454,7 +1454,7 @@ class Billing:
             },
         )
         # Only the part above what the hold still reserved is drawn from the
-        # available balance (DESIGN rule 3); a shortfall is measured on that part.
+        # available balance (concepts.md rule 3); a shortfall is measured on that part.
         # Past its time the hold reserves nothing, even before a sweep has seen
         # it: the whole amount is drawn from the balance as it is then (rule 2).
         drawn = micros if expired else max(0, micros - freed)
@@ -1552,7 +1552,7 @@ class Billing:
         description: str | None = None,
         metadata: Mapping[str, str | int] | None = None,
     ) -> Entry:
-        """Post a debit without a prior hold (DESIGN rule 5).
+        """Post a debit without a prior hold (concepts.md rule 5).
 
         Give one of: ``amount=`` (in the mandate's currency, posted as it is);
         ``provider``, ``model`` and ``usage`` to price the tokens now; or
@@ -2547,7 +2547,7 @@ def _same_capture(first: Entry, micros: int | None, usage: Usage | None) -> bool
 def _scope_allows(scopes: frozenset[Scope], need: Scope) -> bool:
     """An admin key may do everything; otherwise a key does what its scopes
     name and no more: a use key does not read the mandate's history, reports
-    or settings (DESIGN rule 10; the table in ``docs/api-keys.md``)."""
+    or settings (concepts.md rule 10; the table in ``docs/api-keys.md``)."""
     if Scope.ADMIN in scopes:
         return True
     return need in scopes

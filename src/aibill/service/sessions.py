@@ -12,7 +12,7 @@ once. A session also ends
 * ``absolute`` after it was opened, however busy (12 hours by default).
 
 The token is shaped like a key and says where its row is, so a lookup never
-crosses mandates (DESIGN rule 9)::
+crosses mandates (concepts.md rule 9)::
 
     m.<mandate, base64url>.<session_id>.<secret>     a member's session
     p.<session_id>.<secret>                          a system admin's session

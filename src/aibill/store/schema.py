@@ -1,5 +1,5 @@
 """The tables. Every table carries ``mandate_id`` and every key starts with it
-(DESIGN rule 9), so the schema can be sharded by mandate unchanged. The
+(concepts.md rule 9), so the schema can be sharded by mandate unchanged. The
 exceptions are the platform-wide *reference tables* (``REFERENCE_TABLES``):
 identities (a user belongs to several mandates), exchange rates, and the platform's own prices and
 markups. They hold no mandate's data and would be replicated to every node of

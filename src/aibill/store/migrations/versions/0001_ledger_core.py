@@ -204,7 +204,7 @@ def downgrade() -> None:
 
 
 def _append_only(table: str) -> None:
-    """Entries and idempotency records are never updated or deleted (DESIGN rule 8)."""
+    """Entries and idempotency records are never updated or deleted (concepts.md rule 8)."""
     if op.get_context().dialect.name == "postgresql":
         op.execute(
             "CREATE OR REPLACE FUNCTION aibill_append_only() RETURNS trigger LANGUAGE plpgsql AS $$"

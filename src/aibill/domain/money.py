@@ -15,7 +15,7 @@ string means the same to aibill as to every person and program that reads it.
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_EVEN, Context, Decimal
 
 from aibill.domain.errors import InvalidAmount, InvalidRequest
 
@@ -33,6 +33,7 @@ _DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?", re.ASCII)
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _WHOLE_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _NOT_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
+_UNBOUNDED = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)  # scaleb without rounding
 
 
 def decimal_from_text(text: str, *, field: str = "amount", exponent: bool = False) -> Decimal:
@@ -125,8 +126,11 @@ def from_micros(micros: int) -> Decimal:
 
 
 def round_to_micros(value: Decimal) -> int:
-    """Round an exact Decimal to micro-units, half-even, once."""
-    return int((value * MICROS_PER_UNIT).to_integral_value(rounding=ROUND_HALF_EVEN))
+    """Round an exact Decimal to micro-units, half-even, once: the scaling to
+    micro-units is exact (``value * 10**6`` in the default context would round
+    a value of more than 28 digits first, and so round it twice)."""
+    micros = value.scaleb(6, context=_UNBOUNDED)
+    return int(micros.to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
 def check_currency(code: str) -> str:

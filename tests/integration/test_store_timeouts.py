@@ -145,7 +145,10 @@ def test_requests_answer_503_promptly_and_healthz_stays_up(black_hole: BlackHole
     finally:
         served.stop()
         billing.close()
-    assert max(health) < 0.5, health
+    # A /healthz that needed a thread would queue behind the 90 requests, each
+    # holding one for a connect timeout: seconds. On the event loop it answers at
+    # once; the bound leaves room for a busy machine.
+    assert max(health) < 1.5, health
     # Each request waits at most for a connection (connect timeout) or for the
     # pool (pool timeout), then for a thread the ones before it freed.
     bound_s = 3 * (CONNECT_S + POOL_S) + 1

@@ -35,8 +35,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 import aibill
+from aibill.catalog import Catalog, Usage
 from aibill.domain.errors import AibillError
-from aibill.pricing import Catalog, Usage
 from aibill.service.pricing import Pricing
 
 AT = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)

@@ -55,7 +55,10 @@ from urllib.parse import quote
 import httpx
 
 from aibill.domain import errors as e
+from aibill.domain.access import ProviderInfo, RoleInfo, RuleInfo
+from aibill.domain.audit import AuditPage
 from aibill.domain.held import HeldCall
+from aibill.domain.keys import ApiKey, CreatedKey
 from aibill.domain.model import (
     Balance,
     BillingModel,
@@ -72,11 +75,8 @@ from aibill.domain.model import (
     UsageFilters,
 )
 from aibill.domain.money import from_micros, to_decimal, to_micros
-from aibill.pricing.catalog import Usage
-from aibill.service.access import Access, ProviderInfo, RoleInfo, RuleInfo
-from aibill.service.audit import AuditPage
-from aibill.service.keys import ApiKey, CreatedKey
-from aibill.service.pricing import (
+from aibill.domain.permissions import BUILTIN_RULES, Rule
+from aibill.domain.prices import (
     Charge,
     CustomPrice,
     ExchangeRate,
@@ -84,7 +84,9 @@ from aibill.service.pricing import (
     ModelPrice,
     check_provider_cost,
 )
-from aibill.service.reports import PERIOD_KEYS, GroupBy, UsageRow, UserBalance, write_lines
+from aibill.domain.reports import PERIOD_KEYS, GroupBy, UsageRow, UserBalance, write_lines
+from aibill.domain.usage import Usage
+from aibill.domain.version import __version__
 
 __all__ = [
     "AccessClient",
@@ -954,8 +956,10 @@ class PricingClient(_Part):
 class AccessClient(_Part):
     """``client.access``: the surface of ``billing.access`` over HTTP."""
 
-    builtin_rules = staticmethod(Access.builtin_rules)
-    """The default rules of the built-in roles (those of this library's version)."""
+    @staticmethod
+    def builtin_rules() -> tuple[Rule, ...]:
+        """The default rules of the built-in roles (those of this library's version)."""
+        return BUILTIN_RULES
 
     def register_provider(
         self, provider: str, *, display_name: str | None = None, enabled: bool = True
@@ -1165,8 +1169,6 @@ def _no_constant(name: str) -> Any:
 
 
 def _version() -> str:
-    from aibill import __version__
-
     return __version__
 
 

@@ -90,7 +90,7 @@ from aibill.domain.clock import ManualClock
 from aibill.domain.errors import Conflict
 from aibill.domain.model import BillingModel, Entry, Mandate
 from aibill.domain.principal import SYSTEM
-from aibill.pricing.catalog import Usage
+from aibill.domain.usage import Usage
 from aibill.service.billing import Billing
 
 __all__ = ["DemoSummary", "DemoWouldMerge", "Money", "Tally", "fill"]

@@ -44,10 +44,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-import aibill
 from aibill.api import create_app
-from aibill.api.throttle import AuthThrottle
+from aibill.domain.errors import AibillError
 from aibill.domain.principal import Scope
+from aibill.http.throttle import AuthThrottle
 from aibill.service.billing import Billing
 from aibill.settings import Settings, load_settings
 from aibill.store.engine import StoreTimeouts, make_engine
@@ -265,7 +265,7 @@ def _watch_parent(parent_pid: int) -> None:
 
 def _create_app(billing: Billing, settings: Settings) -> FastAPI:
     """The app with the settings' session lifetimes and failure budget (one
-    budget per worker process: see ``aibill.api.throttle``)."""
+    budget per worker process: see ``aibill.http.throttle``)."""
     return create_app(
         billing,
         session_policy=settings.session_policy,
@@ -403,7 +403,7 @@ def serve(
     try:
         billing = _connect(settings)
         boot = ensure_bootstrap_admin(billing)
-    except aibill.AibillError as exc:
+    except AibillError as exc:
         sock.close()
         say(f"aibill serve: error [{exc.code}]: {exc.message}", err)
         return 2

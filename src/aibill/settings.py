@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 from sqlalchemy.engine import make_url
 
+from aibill.domain.sessions import SessionPolicy
 from aibill.domain.throttle import (
     DEFAULT_BURST,
     DEFAULT_PER_MINUTE,
@@ -34,7 +35,6 @@ from aibill.domain.throttle import (
     MAX_PER_MINUTE,
     FailureBudget,
 )
-from aibill.service.sessions import SessionPolicy
 
 CONFIG_ENV = "AIBILL_CONFIG"
 MAX_DEFAULT_WORKERS = 4

@@ -24,9 +24,9 @@ from sqlalchemy import event
 
 from aibill import Billing, Client
 from aibill.api import create_app
-from aibill.api.throttle import AuthThrottle
 from aibill.domain import errors as e
 from aibill.domain.throttle import NS_PER_S, FailureBudget
+from aibill.http.throttle import AuthThrottle
 from aibill.settings import load_settings
 from tests.e2e.test_serve import Served, clean_env, free_port
 

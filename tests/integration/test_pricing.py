@@ -18,8 +18,8 @@ import pytest
 
 import aibill
 from aibill import AlreadyExists, Billing, InvalidAmount, InvalidRequest, ManualClock
+from aibill.catalog import Usage
 from aibill.domain.errors import MissingExchangeRate, UnknownMandate, UnknownModel
-from aibill.pricing import Usage
 from aibill.service.pricing import (
     DEFAULT_MARKUP_PERCENT,
     Charge,

@@ -10,8 +10,8 @@ import genai_prices
 import pytest
 from genai_prices.data import providers as bundled_providers
 
+from aibill.catalog import MAX_COUNT, Catalog, ProviderCost, Usage
 from aibill.domain.errors import InvalidRequest, UnknownModel
-from aibill.pricing import MAX_COUNT, Catalog, ProviderCost, Usage
 
 AT = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 COUNT_FIELDS = (

@@ -1,5 +1,5 @@
 """The failure budget (``aibill.domain.throttle``) and the throttle's bounded
-state (``aibill.api.throttle``), with their invariants checked by hypothesis."""
+state (``aibill.http.throttle``), with their invariants checked by hypothesis."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aibill.api.throttle import AuthThrottle, address_subject, key_subject
 from aibill.domain import errors as e
 from aibill.domain.throttle import (
     NS_PER_S,
@@ -20,6 +19,7 @@ from aibill.domain.throttle import (
     retry_after_s,
     wait_ns,
 )
+from aibill.http.throttle import AuthThrottle, address_subject, key_subject
 
 KEY = "aibill_acme_0123456789ab_" + "f" * 64
 OTHER_KEY = "aibill_acme_ba9876543210_" + "e" * 64

@@ -16,12 +16,12 @@ from starlette.concurrency import run_in_threadpool
 from aibill.api import errors
 from aibill.api import schemas as s
 from aibill.api.deps import Ledger
+from aibill.domain.access import ProviderInfo, RoleInfo, RuleInfo
+from aibill.domain.audit import AuditPage
+from aibill.domain.keys import ApiKey
 from aibill.domain.model import Balance, SpendingLimit
-from aibill.service.access import ProviderInfo, RoleInfo, RuleInfo
-from aibill.service.audit import AuditPage
-from aibill.service.keys import ApiKey
-from aibill.service.pricing import CustomPrice, ExchangeRate, Markup, ModelPrice
-from aibill.service.reports import UsageRow, UserBalance
+from aibill.domain.prices import CustomPrice, ExchangeRate, Markup, ModelPrice
+from aibill.domain.reports import UsageRow, UserBalance
 
 router = APIRouter(prefix="/v1")
 MAX_BODY_BYTES = 64 * 1024  # as the app's BodyLimit

@@ -17,14 +17,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request as StarletteRequest
 from starlette.types import Scope
 
-from aibill import __version__, web
+from aibill import web
 from aibill.api import admin, docs, errors, ledger, metrics
 from aibill.api.deps import system_billing
-from aibill.api.limits import UPLOAD_FILE_BYTES, BodyLimit, BodyLimits
-from aibill.api.throttle import AuthThrottle
 from aibill.domain.errors import AibillError, StoreUnavailable
+from aibill.domain.sessions import SessionPolicy
+from aibill.domain.version import __version__
+from aibill.http.limits import UPLOAD_FILE_BYTES, BodyLimit, BodyLimits
+from aibill.http.throttle import AuthThrottle
 from aibill.service.billing import Billing
-from aibill.service.sessions import SessionPolicy
 from aibill.store.migrate import current_revision, head_revision
 from aibill.web.routing import error_page, for_people
 

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.routing import APIRoute
 
-from aibill.api.throttle import auth_throttle, client_address
 from aibill.domain import errors as e
 from aibill.domain.text import check_line, find_unstorable
+from aibill.http.throttle import auth_throttle, client_address
 from aibill.service.billing import Billing
 
 MAX_KEY_LENGTH = 200
@@ -56,7 +56,7 @@ def principal_billing(
     Every endpoint but the health checks needs ``Authorization: Bearer <key>``;
     a missing or refused key is 401 with the same answer whatever the reason.
     After too many refused keys from the client's address, or for the key id
-    presented, it is 429 before the key is looked up (:mod:`aibill.api.throttle`).
+    presented, it is 429 before the key is looked up (:mod:`aibill.http.throttle`).
     """
     billing = system_billing(request)
     if not authorization or not authorization.startswith("Bearer "):

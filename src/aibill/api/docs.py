@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from aibill.web.routing import SECURITY_HEADERS
+from aibill.http.headers import SECURITY_HEADERS
 
 DOCS_PAGE = """<!doctype html>
 <html lang="en">

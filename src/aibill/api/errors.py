@@ -12,6 +12,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aibill.domain import errors as e
 from aibill.domain.text import printable
+from aibill.http.status import STATUS, status_of
+
+__all__ = ["PROBLEM", "RESPONSES", "STATUS", "Problem", "install", "problem", "status_of"]
 
 PROBLEM = "application/problem+json"
 
@@ -51,28 +54,6 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     ),
     503: _documented(503, "The database kept failing (`store_unavailable`)."),
 }
-
-# One status per error class; the most specific class listed wins.
-STATUS: list[tuple[type[e.AibillError], int]] = [
-    (e.InvalidApiKey, 401),
-    (e.TooManyFailedAttempts, 429),
-    (e.InsufficientBalance, 402),
-    (e.LimitExceeded, 402),
-    (e.ProviderNotAllowed, 403),
-    (e.PermissionDenied, 403),
-    (e.NotFound, 404),
-    (e.Conflict, 409),
-    (e.InvalidRequest, 422),
-    (e.Refused, 402),
-    (e.StoreUnavailable, 503),
-]
-
-
-def status_of(error: e.AibillError) -> int:
-    for cls, status in STATUS:
-        if isinstance(error, cls):
-            return status
-    return 500
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:

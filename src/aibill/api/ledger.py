@@ -20,8 +20,8 @@ from aibill.domain.model import (
     Page,
 )
 from aibill.domain.money import to_micros
-from aibill.pricing.catalog import Usage
-from aibill.service.pricing import Charge
+from aibill.domain.prices import Charge
+from aibill.domain.usage import Usage
 
 router = APIRouter(prefix="/v1")
 REPLAYED = "Idempotent-Replayed"

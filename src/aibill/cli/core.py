@@ -50,13 +50,13 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-import aibill
 from aibill.client import Client
 from aibill.domain import errors as e
 from aibill.domain.money import decimal_from_text, int_from_text
 from aibill.domain.text import printable
 from aibill.domain.times import RANGE_TEXT, check_time
 from aibill.service.billing import Billing
+from aibill.service.connect import connect
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -133,7 +133,7 @@ class State:
             except SettingsError as err:
                 raise e.InvalidRequest(str(err)) from None
             _require_sqlite_file(settings.database_url, create=create)
-            self._local = aibill.connect(
+            self._local = connect(
                 settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
             )
         return self._local

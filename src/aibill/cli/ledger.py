@@ -26,7 +26,7 @@ from aibill.cli.core import (
     whole,
 )
 from aibill.domain.model import Balance, Entry, Hold
-from aibill.pricing.catalog import Usage
+from aibill.domain.usage import Usage
 
 User = Annotated[str | None, typer.Option(help="The user (names their wallet in prepay_user).")]
 Provider = Annotated[str | None, typer.Option(help="AI provider, e.g. openai.")]

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, select
 
+from aibill.catalog import CATALOG_CURRENCY
 from aibill.domain.errors import InvalidAmount, InvalidRequest, UnknownUser
 from aibill.domain.model import (
     MAX_DESCRIPTION_LENGTH,
@@ -60,10 +61,9 @@ from aibill.domain.money import (
     from_micros,
     round_to_micros,
 )
+from aibill.domain.prices import MAX_PICO, PICO_PER_UNIT, Charge
 from aibill.domain.text import printable
-from aibill.pricing.catalog import CATALOG_CURRENCY
 from aibill.service.billing import Billing
-from aibill.service.pricing import MAX_PICO, PICO_PER_UNIT, Charge
 from aibill.store import tx
 from aibill.store.schema import memberships, users
 
@@ -333,9 +333,9 @@ def _configured() -> tuple[Billing, str]:
                     "aibill.compat.gateway is not configured: call "
                     f"aibill.compat.gateway.configure(billing) or set {ENV_DATABASE_URL}."
                 )
-            import aibill
+            from aibill.service.connect import connect
 
-            _billing, _owned = aibill.connect(url), True
+            _billing, _owned = connect(url), True
         return _billing, _base_currency
 
 

@@ -26,7 +26,7 @@ from aibill.domain import errors as e
 from aibill.domain.model import Entry, Hold
 
 if TYPE_CHECKING:  # for the annotations only: the catalog's Usage is not imported at run time
-    from aibill.pricing.catalog import Usage
+    from aibill.domain.usage import Usage
 
 __all__ = ["HeldCall", "HoldLedger"]
 

@@ -24,13 +24,13 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from aibill.domain import errors as e
+from aibill.domain.access import ProviderInfo, RoleInfo, RuleInfo
 from aibill.domain.model import check_name
 from aibill.domain.permissions import (
     ADMIN,
@@ -85,44 +85,6 @@ _PERMISSION_COLUMNS = (
 
 
 # ------------------------------------------------------------------ values
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderInfo:
-    """A provider of the platform's registry."""
-
-    provider: str
-    display_name: str
-    enabled: bool
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RoleInfo:
-    """A custom role of one mandate."""
-
-    mandate: str
-    role: str
-    description: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RuleInfo:
-    """A permission rule a mandate added (the built-in defaults are not stored)."""
-
-    rule_id: str
-    mandate: str
-    role: str
-    context: Context
-    item: str
-    permissions: frozenset[Permission]
-    created_at: datetime
-
-    @property
-    def rule(self) -> Rule:
-        return Rule(self.role, self.context, self.item, self.permissions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,6 @@ import base64
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -23,29 +22,14 @@ from typing import Any
 from sqlalchemy import Connection, and_, or_, select
 
 from aibill.domain import errors as e
+from aibill.domain.audit import AuditPage, AuditRecord
 from aibill.domain.principal import Principal
 from aibill.domain.times import check_time
 from aibill.store.schema import audit_log, platform_audit_log
 
+__all__ = ["MAX_PAGE", "AuditPage", "AuditRecord", "jsonable", "read", "record"]
+
 MAX_PAGE = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    id: str
-    mandate: str | None
-    at: datetime
-    actor: str
-    action: str
-    target: str | None
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class AuditPage:
-    records: list[AuditRecord]
-    cursor: str | None
 
 
 def jsonable(value: Any) -> Any:

@@ -15,13 +15,15 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar, Unpack
 
 from sqlalchemy import JSON, Connection, Engine, and_, func, or_, select, update
 
+from aibill.catalog import CATALOG_CURRENCY, Catalog
 from aibill.domain import errors as e
+from aibill.domain import rules
 from aibill.domain.clock import Clock, system_clock
 from aibill.domain.held import HeldCall
 from aibill.domain.model import (
@@ -49,21 +51,18 @@ from aibill.domain.model import (
 )
 from aibill.domain.money import check_currency, from_micros, to_micros
 from aibill.domain.permissions import check_role
+from aibill.domain.prices import Charge, check_provider_cost
 from aibill.domain.principal import SYSTEM, Principal, PrincipalKind, Scope
+from aibill.domain.reports import GroupBy, UsageRow, UserBalance
 from aibill.domain.text import check_line, check_prose, check_searchable, check_text
 from aibill.domain.times import check_time
-from aibill.pricing.catalog import CATALOG_CURRENCY, Catalog, Usage
+from aibill.domain.usage import Usage
 from aibill.service import audit, reports
 from aibill.service.access import Access, require_role, roles_of
 from aibill.service.codec import entry_from_row, from_snapshot, hold_from_row, snapshot
 from aibill.service.keys import Keys
-from aibill.service.pricing import (
-    Charge,
-    Pricing,
-    check_provider_cost,
-    check_provider_currency,
-)
-from aibill.service.reports import CsvLines, GroupBy, TextOut, UsageRow, UserBalance
+from aibill.service.pricing import Pricing, check_provider_currency
+from aibill.service.reports import CsvLines, TextOut
 from aibill.store import fast, tx
 from aibill.store.schema import (
     accounts,
@@ -437,11 +436,9 @@ class Billing:
         if ctx.stored is None:
             return None
         stored_operation, first, outcome, result = ctx.stored
-        if stored_operation != operation:
-            raise e.IdempotencyConflict(key, "operation", stored_operation, operation)
-        for name in sorted(set(first) | set(request)):
-            if first.get(name) != request.get(name):
-                raise e.IdempotencyConflict(key, name, first.get(name), request.get(name))
+        differs = rules.request_difference(stored_operation, first, operation, request)
+        if differs is not None:
+            raise e.IdempotencyConflict(key, differs.field, differs.first, differs.now)
         if outcome == "refused":
             return tx.Deferred(_refusal_from_dict(result))
         return from_snapshot(result)
@@ -909,7 +906,7 @@ class Billing:
                 micros=micros,
                 reason=reason,
                 now=now,
-                balance_after=row.credits_posted - row.debits_posted,
+                balance_after=rules.balance(row.credits_posted, row.debits_posted),
                 user=user,
                 description=description,
                 corrects=corrects,
@@ -1014,7 +1011,7 @@ class Billing:
                 currency=ctx.currency,
                 status=HoldStatus.PENDING,
                 created_at=now,
-                expires_at=now + timedelta(seconds=ttl_s),
+                expires_at=rules.hold_expires_at(now, ttl_s),
                 metadata=meta,
                 provider=tags.provider,
                 model=tags.model,
@@ -1116,17 +1113,18 @@ class Billing:
             if forbidden is None:
                 forbidden = self._spend_refusal(conn, ctx, user, provider, provider_ok=True)
             limit = self._limits(conn, ctx, user, feature_instance, micros, now, lock=False)
+            available = self._available_now(conn, ctx, account, now)
             if forbidden is not None:
                 reason = forbidden.code
             elif limit is not None:
                 reason = limit.code
-            elif ctx.model.enforced and self._available_now(conn, ctx, account, now) < micros:
+            elif not rules.fits(available, micros, enforced=ctx.model.enforced):
                 reason = e.InsufficientBalance.code
             return CheckResult(
                 allowed=reason == "ok",
                 reason=reason,
                 balance=balance.balance,
-                available=from_micros(self._available_now(conn, ctx, account, now)),
+                available=from_micros(available),
                 billing_model=ctx.model,
                 account=account,
                 currency=ctx.currency,
@@ -1164,14 +1162,7 @@ class Billing:
                 _H.expires_at <= now,
             )
         ).scalar_one()
-        available: int = (
-            row.credits_posted
-            - row.debits_posted
-            - row.debits_pending
-            + row.overdraft_limit
-            + int(overdue)
-        )
-        return available
+        return rules.account_available(row, overdue=int(overdue))
 
     def _limits(
         self,
@@ -1197,10 +1188,10 @@ class Billing:
             conn, {"mandate": ctx.mandate, "user": user, "feature_instance": feature_instance}
         )
         for row in rows:
-            start = period_start(now, row.period)
+            start = rules.period_start(now, row.period)
             spent = self._spent(conn, ctx.mandate, row.scope, row.subject, start, now)
-            if spent + micros > row.amount_micros:
-                left = max(0, row.amount_micros - spent)
+            if rules.limit_passed(row.amount_micros, spent, micros):
+                left = rules.limit_left(row.amount_micros, spent)
                 return e.LimitExceeded(
                     f"The {row.period}ly limit of {from_micros(row.amount_micros)} {ctx.currency}"
                     f" for {row.scope.replace('_', ' ')} {row.subject!r} would be passed:"
@@ -1430,17 +1421,23 @@ class Billing:
         description: str | None,
         charge: Charge | None,
     ) -> Entry:
-        expired = row.status == HoldStatus.EXPIRED.value or row.expires_at <= now
-        # A pending hold still carries its reservation, overdue or not: free it here.
-        freed = row.amount_micros if row.status == HoldStatus.PENDING.value else 0
+        expired = row.status == HoldStatus.EXPIRED.value or rules.is_expired(row.expires_at, now)
+        # A pending hold still carries its reservation, overdue or not: it is
+        # freed here; what the usage posts and draws is rule 3's (rules.py).
+        posting = rules.capture_posting(
+            micros,
+            row.amount_micros,
+            pending=row.status == HoldStatus.PENDING.value,
+            expired=expired,
+        )
         entry_id = _entry_id()
         acct = _POST_CAPTURE.one(
             conn,
             {
                 "mandate": ctx.mandate,
                 "account": row.account_id,
-                "micros": micros,
-                "freed": freed,
+                "micros": posting.debit,
+                "freed": posting.freed,
             },
         )
         _MARK_CAPTURED.run(
@@ -1453,12 +1450,8 @@ class Billing:
                 "entry": entry_id,
             },
         )
-        # Only the part above what the hold still reserved is drawn from the
-        # available balance (concepts.md rule 3); a shortfall is measured on that part.
-        # Past its time the hold reserves nothing, even before a sweep has seen
-        # it: the whole amount is drawn from the balance as it is then (rule 2).
-        drawn = micros if expired else max(0, micros - freed)
-        shortfall = self._settled_shortfall(conn, ctx, row.account_id, acct, drawn, now)
+        # A shortfall is measured on the part drawn from the available balance.
+        shortfall = self._settled_shortfall(conn, ctx, row.account_id, acct, posting.drawn, now)
         tags = Tags(
             row.provider, row.model, row.feature_code, row.feature_instance, row.workflow_id
         )
@@ -1468,10 +1461,10 @@ class Billing:
             entry_id=entry_id,
             account=row.account_id,
             kind=EntryKind.DEBIT,
-            micros=micros,
+            micros=posting.debit,
             reason="usage",
             now=now,
-            balance_after=acct.credits_posted - acct.debits_posted,
+            balance_after=rules.balance(acct.credits_posted, acct.debits_posted),
             user=row.user_id,
             hold_id=row.hold_id,
             shortfall=shortfall,
@@ -1511,7 +1504,8 @@ class Billing:
                 )
             if status is HoldStatus.PENDING:
                 # Past its time the hold has expired, whether or not a sweep saw it yet.
-                ended = HoldStatus.EXPIRED if row.expires_at <= now else HoldStatus.RELEASED
+                expired = rules.is_expired(row.expires_at, now)
+                ended = HoldStatus.EXPIRED if expired else HoldStatus.RELEASED
                 conn.execute(
                     update(holds)
                     .where(_H.mandate_id == mandate, _H.hold_id == hold_id)
@@ -1622,7 +1616,7 @@ class Billing:
                 micros=posted,
                 reason="usage",
                 now=now,
-                balance_after=acct.credits_posted - acct.debits_posted,
+                balance_after=rules.balance(acct.credits_posted, acct.debits_posted),
                 user=user,
                 shortfall=self._settled_shortfall(conn, ctx, account, acct, posted, now),
                 description=description,
@@ -1651,7 +1645,9 @@ class Billing:
         """Add ``micros`` to the account's pending (a hold) or posted debits.
 
         With ``enforce`` the change happens only if ``available >= micros`` at
-        that instant (one conditional UPDATE: the atomic check). If it is
+        that instant (one conditional UPDATE: the atomic check). That SQL
+        condition is :func:`aibill.domain.rules.fits`, written over the row
+        (``rules.AVAILABLE_SQL``) so the check and the write are one step. If it is
         refused, overdue holds are expired first and the check runs once more,
         so an expired reservation never blocks a hold. Returns the account's
         counters after the change, or None when refused.
@@ -1676,12 +1672,8 @@ class Billing:
 
     def _shortfall(self, ctx: _Ctx, acct: Any, micros: int) -> int:
         """How much of ``micros`` just drawn from the available balance it could not cover."""
-        if not ctx.model.enforced:
-            return 0
-        available: int = (
-            acct.credits_posted - acct.debits_posted - acct.debits_pending + acct.overdraft_limit
-        )
-        return min(micros, max(0, -available))
+        available = rules.account_available(acct)
+        return rules.shortfall(micros, available, enforced=ctx.model.enforced)
 
     def _insufficient(self, conn: Connection, ctx: _Ctx, account: str, micros: int) -> e.Refused:
         row = conn.execute(
@@ -1691,12 +1683,9 @@ class Billing:
             raise e.UnknownAccount(
                 f"Mandate {ctx.mandate!r} has no account {account!r}.", account=account
             )
-        available = (
-            row.credits_posted - row.debits_posted - row.debits_pending + row.overdraft_limit
-        )
         return e.InsufficientBalance(
             account=account,
-            available=from_micros(available),
+            available=from_micros(rules.account_available(row)),
             required=from_micros(micros),
             currency=ctx.currency,
         )
@@ -1870,10 +1859,9 @@ class Billing:
             raise e.UnknownAccount(
                 f"Mandate {ctx.mandate!r} has no account {account!r}.", account=account
             )
-        balance = row.credits_posted - row.debits_posted
         return Balance(
-            balance=from_micros(balance),
-            available=from_micros(balance - row.debits_pending + row.overdraft_limit),
+            balance=from_micros(rules.balance(row.credits_posted, row.debits_posted)),
+            available=from_micros(rules.account_available(row)),
             pending=from_micros(row.debits_pending),
             currency=ctx.currency,
             account=account,
@@ -2204,7 +2192,7 @@ class Billing:
 # The statements of the hot path, as SQL both backends accept (see store.fast).
 _COUNTERS = (_A.credits_posted, _A.debits_posted, _A.debits_pending, _A.overdraft_limit)
 _COUNTER_SQL = "credits_posted, debits_posted, debits_pending, overdraft_limit"
-_AVAILABLE_SQL = "credits_posted - debits_posted - debits_pending + overdraft_limit"
+_AVAILABLE_SQL = rules.AVAILABLE_SQL  # rules.available, over an accounts row (rule 2)
 _HOLD_TIMES = ("created_at", "expires_at", "resolved_at")
 _HOLD_JSON = ("metadata", "estimate")
 
@@ -2285,17 +2273,7 @@ _LIMITS_SQL = (
 _LIMITS = fast.Statement(_LIMITS_SQL)
 _LIMITS_FOR_UPDATE = fast.Statement(_LIMITS_SQL + " FOR UPDATE")
 _NO_TAGS = Tags()
-PERIODS = ("day", "week", "month")
-
-
-def period_start(now: datetime, period: str) -> datetime:
-    """The start (UTC) of the ``day``, ISO ``week`` (Monday) or calendar ``month`` of ``now``."""
-    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "day":
-        return day
-    if period == "week":
-        return day - timedelta(days=day.weekday())
-    return day.replace(day=1)
+PERIODS = rules.PERIODS
 
 
 def _limit_subject(user: str | None, feature_instance: str | None) -> tuple[str, str]:
@@ -2524,24 +2502,30 @@ def _charge_json(charge: Charge) -> dict[str, Any]:
 
 
 def _same_capture(first: Entry, micros: int | None, usage: Usage | None) -> bool:
-    """Does a second capture ask for what the first one posted?"""
-    if usage is not None:
-        return first.input_tokens is not None and (
+    """Does a second capture ask for what the first one posted? (rule 3, in
+    :func:`aibill.domain.rules.same_capture`)"""
+    first_tokens = (
+        None
+        if first.input_tokens is None
+        else (
             first.input_tokens,
             first.output_tokens,
             first.cache_read_tokens,
             first.cache_write_tokens,
-        ) == (
+        )
+    )
+    tokens = (
+        None
+        if usage is None
+        else (
             usage.input_tokens,
             usage.output_tokens,
             usage.cache_read_tokens,
             usage.cache_write_tokens,
         )
-    return (
-        micros is not None
-        and first.input_tokens is None
-        and to_micros(first.amount, allow_zero=True) == micros
     )
+    first_micros = to_micros(first.amount, allow_zero=True)
+    return rules.same_capture(first_micros, first_tokens, micros, tokens)
 
 
 def _scope_allows(scopes: frozenset[Scope], need: Scope) -> bool:

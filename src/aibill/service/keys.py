@@ -43,6 +43,7 @@ from sqlalchemy import Connection, Table, and_, or_, select, update
 
 from aibill.domain import errors as e
 from aibill.domain.errors import InvalidApiKey, UnknownApiKey
+from aibill.domain.keys import ADMIN_PREFIX, MEMBER_PREFIX, ApiKey, CreatedKey
 from aibill.domain.model import check_name
 from aibill.domain.principal import Principal, PrincipalKind, Scope
 from aibill.domain.text import check_line, check_text
@@ -51,11 +52,28 @@ from aibill.service.hooks import SettingsService
 from aibill.store.schema import api_keys, mandates, memberships, platform_admins, users
 from aibill.store.schema import platform_api_keys as platform_keys
 
+__all__ = [
+    "ADMIN_PREFIX",
+    "DEFAULT_SCOPES",
+    "KEY_ID_HEX",
+    "LAST_USED_GRANULARITY",
+    "MAX_NAME_LENGTH",
+    "MEMBER_PREFIX",
+    "SECRET_BYTES",
+    "ApiKey",
+    "CreatedKey",
+    "Keys",
+    "ParsedKey",
+    "check_scopes",
+    "format_key",
+    "hash_secret",
+    "key_refusal",
+    "parse_key",
+]
+
 T = TypeVar("T")
 log = logging.getLogger("aibill.keys")
 
-MEMBER_PREFIX = "aibill_"
-ADMIN_PREFIX = "aibill-admin_"
 KEY_ID_HEX = 12
 SECRET_BYTES = 32
 MAX_NAME_LENGTH = 128
@@ -74,53 +92,6 @@ _MAX_KEY_LENGTH = len(MEMBER_PREFIX) + 128 + 1 + KEY_ID_HEX + 1 + SECRET_BYTES *
 # Compared against when no key row exists, so that an unknown key id costs the
 # same hash comparison as a known one.
 _DUMMY_HASH = hashlib.sha256(b"aibill: no such key").hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    """What is known about a key, never its secret or its hash.
-
-    ``mandate`` is None for a system admin's key.
-    """
-
-    key_id: str
-    mandate: str | None
-    user: str
-    name: str | None
-    scopes: frozenset[Scope]
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-    @property
-    def kind(self) -> PrincipalKind:
-        return PrincipalKind.SYSADMIN if self.mandate is None else PrincipalKind.USER
-
-    @property
-    def prefix(self) -> str:
-        """The key as it starts, without its secret: how lists and logs name it."""
-        if self.mandate is None:
-            return f"{ADMIN_PREFIX}{self.key_id}_"
-        return f"{MEMBER_PREFIX}{self.mandate}_{self.key_id}_"
-
-    def is_active(self, now: datetime) -> bool:
-        """Not revoked and not expired at ``now``."""
-        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
-
-
-@dataclass(frozen=True, slots=True)
-class CreatedKey:
-    """A new key. ``secret`` is the whole key string to hand to its holder: this
-    is the only time it exists outside the holder (aibill keeps only its hash).
-    It is left out of ``repr`` so that logging this object does not leak it."""
-
-    secret: str = field(repr=False)
-    info: ApiKey
-
-    @property
-    def key_id(self) -> str:
-        return self.info.key_id
 
 
 def key_refusal(

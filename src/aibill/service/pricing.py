@@ -30,17 +30,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import (
-    MAX_EMAX,
-    MIN_EMIN,
-    Context,
-    Decimal,
-    DivisionByZero,
-    Inexact,
-    InvalidOperation,
-    Overflow,
-    Rounded,
-)
+from decimal import Decimal
 from typing import Any, Final, TextIO, TypeVar
 
 from genai_prices.types import TieredPrices
@@ -53,6 +43,8 @@ from sqlalchemy import (
     update,
 )
 
+from aibill.catalog import CATALOG_CURRENCY, Catalog
+from aibill.domain import pricing_rules
 from aibill.domain.clock import Clock, system_clock
 from aibill.domain.errors import (
     AlreadyExists,
@@ -68,13 +60,23 @@ from aibill.domain.money import (
     MAX_AMOUNT_MICROS,
     check_currency,
     from_micros,
-    round_to_micros,
-    to_decimal,
 )
+from aibill.domain.prices import (
+    MAX_PICO,
+    PICO_PER_UNIT,
+    Charge,
+    CustomPrice,
+    ExchangeRate,
+    Markup,
+    ModelPrice,
+    PriceTier,
+    check_provider_cost,
+)
+from aibill.domain.prices import parse_decimal as _parse_decimal
 from aibill.domain.principal import Scope
 from aibill.domain.text import check_line, check_searchable
 from aibill.domain.times import check_time
-from aibill.pricing.catalog import CATALOG_CURRENCY, Catalog, CostComponent, ProviderCost, Usage
+from aibill.domain.usage import CostComponent, ProviderCost, Usage
 from aibill.service.hooks import Auditor, Guard, no_audit, trust
 from aibill.store import fast, tx
 from aibill.store.schema import (
@@ -119,8 +121,6 @@ MTOK_PRICE_PLACES: Final = 6
 times the price is an exact number of pico-units (10^-12)."""
 REQUEST_PRICE_PLACES: Final = 12
 
-PICO_PER_UNIT: Final = 10**12
-MAX_PICO: Final = 2**63 - 1  # the entries' provider_cost_pico is a 64-bit integer
 
 CSV_COLUMNS: Final = ("base", "quote", "rate", "valid_from")
 CSV_OPTIONAL: Final = ("source",)
@@ -131,185 +131,12 @@ _MODEL_MAX: Final = 160
 _SOURCE_MAX: Final = 64
 
 # Every product below runs in a context that raises instead of rounding: a
-# charge is exact until ``round_to_micros``, the one rounding step.
-_EXACT: Final = Context(
-    prec=200,
-    Emax=MAX_EMAX,
-    Emin=MIN_EMIN,
-    traps=[InvalidOperation, DivisionByZero, Overflow, Inexact, Rounded],
-)
+# charge is exact until its one rounding (aibill.domain.pricing_rules).
+_EXACT: Final = pricing_rules.EXACT
 _ZERO: Final = Decimal(0)
-_HUNDRED: Final = Decimal(100)
 
 
 # ------------------------------------------------------------------ values
-
-
-@dataclass(frozen=True, slots=True)
-class ExchangeRate:
-    """One unit of ``base`` is worth ``rate`` units of ``quote`` from ``valid_from`` on,
-    until the next rate of the same pair starts."""
-
-    base: str
-    quote: str
-    rate: Decimal
-    valid_from: datetime
-    source: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Markup:
-    """A margin in percent. ``mandate`` None: platform-wide; ``provider``/``model``
-    None: any provider / any model of the provider."""
-
-    percent: Decimal
-    mandate: str | None
-    provider: str | None
-    model: str | None
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class CustomPrice:
-    """An admin's price for one (provider, model), from ``valid_from`` on.
-
-    Prices are per million tokens (``*_mtok``) and per request, in
-    ``currency``. ``cache_read_mtok``/``cache_write_mtok`` None: cached tokens
-    are charged as plain input. ``per_request`` None: no fee per request.
-    ``mandate`` None: platform-wide. ``output_limit``: the model's maximum
-    output tokens, if known.
-    """
-
-    price_id: str
-    provider: str
-    model: str
-    currency: str
-    input_mtok: Decimal
-    output_mtok: Decimal
-    cache_read_mtok: Decimal | None
-    cache_write_mtok: Decimal | None
-    per_request: Decimal | None
-    valid_from: datetime
-    mandate: str | None
-    output_limit: int | None
-    created_at: datetime
-
-    @property
-    def source(self) -> str:
-        """How a charge names this price: ``custom:<price_id>``."""
-        return f"custom:{self.price_id}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready description, prices as decimal strings."""
-        return {
-            "price_id": self.price_id,
-            "scope": "platform" if self.mandate is None else "mandate",
-            "mandate": self.mandate,
-            "provider": self.provider,
-            "model": self.model,
-            "currency": self.currency,
-            "input_mtok": str(self.input_mtok),
-            "output_mtok": str(self.output_mtok),
-            "cache_read_mtok": _str_or_none(self.cache_read_mtok),
-            "cache_write_mtok": _str_or_none(self.cache_write_mtok),
-            "per_request": _str_or_none(self.per_request),
-            "valid_from": self.valid_from.isoformat(),
-            "output_limit": self.output_limit,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Charge:
-    """What one model call is billed, with everything that went into it.
-
-    ``provider_cost`` is exact in ``provider_currency`` (also as an integer of
-    pico-units, ``provider_cost_pico``); ``price_source`` is the catalog
-    (``genai-prices 0.2.3``), the custom price (``custom:<price_id>``), or
-    ``caller`` when the caller gave the provider cost itself (then ``usage``
-    is None, and ``provider``/``model`` are None unless the caller named them).
-    ``amount = provider_cost * fx_rate * (1 + markup_percent / 100)``,
-    rounded half-even once to micro-units of ``currency`` (the mandate's);
-    ``amount_micros`` is the same in micro-units. ``at`` is the request time
-    that selected the price and the rate. ``breakdown`` is a JSON-ready
-    record of all of it: unit prices, component costs, the rate and the
-    markup and where each came from.
-    """
-
-    mandate: str
-    provider: str | None
-    model: str | None
-    model_matched: str | None
-    usage: Usage | None
-    provider_cost: Decimal
-    provider_currency: str
-    provider_cost_pico: int
-    price_source: str
-    fx_rate: Decimal
-    markup_percent: Decimal
-    amount: Decimal
-    amount_micros: int
-    currency: str
-    at: datetime
-    breakdown: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class PriceTier:
-    """A tier of a catalog price: in a call with more than ``above_input_tokens``
-    input tokens, every unit of ``price_key`` costs ``price`` instead of the
-    base price (the catalog's tiers are cliffs, see ``aibill.pricing.catalog``)."""
-
-    price_key: str
-    above_input_tokens: int
-    price: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class ModelPrice:
-    """The prices in force for one model at ``at``: what a call would be priced
-    at before conversion and markup (see :meth:`Pricing.model_price`).
-
-    ``scope`` says which price applies, in the order a charge looks for one:
-    ``mandate`` (the mandate's custom price), ``platform`` (the platform's
-    custom price) or ``catalog``; ``source`` names it as a charge does
-    (``custom:<price_id>``, or ``genai-prices 0.2.3``) and ``catalog_version``
-    is the catalog's version when the catalog's price applies.
-
-    Prices are exact, in ``currency`` (the catalog's are USD): per million
-    tokens (``*_mtok``), and ``per_request`` per request. None: the price has
-    no such part (cached tokens then cost plain input; a catalog model may lack
-    even an input or output price). ``other_prices`` are the catalog's prices
-    of the units aibill does not report, by the catalog's name
-    (``web_searches_kcount``: per thousand searches). ``tiers`` are the prices
-    that replace a base price above an input size, lowest first.
-    ``model_matched`` is the catalog's id for the model (it may match another
-    name, such as a dated snapshot); ``model_name`` its display name.
-    ``context_window`` and ``output_limit`` are in tokens, when known.
-    ``price_id`` and ``valid_from`` are the custom price's.
-    """
-
-    provider: str
-    model: str
-    model_matched: str
-    model_name: str | None
-    scope: str
-    source: str
-    catalog_version: str | None
-    currency: str
-    input_mtok: Decimal | None
-    output_mtok: Decimal | None
-    cache_read_mtok: Decimal | None
-    cache_write_mtok: Decimal | None
-    per_request: Decimal | None
-    other_prices: dict[str, Decimal]
-    tiers: tuple[PriceTier, ...]
-    context_window: int | None
-    output_limit: int | None
-    price_id: str | None
-    valid_from: datetime | None
-    mandate: str | None
-    at: datetime
 
 
 PROVIDER_COST_SOURCE: Final = "caller"
@@ -359,15 +186,15 @@ def calculate_price_with_markup(
 
     A price of zero or less gives 0 (the seed's rule: nothing to bill).
     Otherwise ``base_price * (1 + percent / 100)``, rounded half-even once to
-    micro-units; the result always has six decimal places. Floats are
+    micro-units (:func:`aibill.domain.pricing_rules.priced` at a rate of 1);
+    the result always has six decimal places. Floats are
     refused (``InvalidAmount``); ``percent`` must be from 0 to 1000.
     """
     base = _parse_decimal(base_price, "base_price", max_places=18, max_digits=40, signed=True)
     pct = _check_percent(percent)
     if base <= 0:
         return from_micros(0)
-    exact = _marked_up(base, pct)
-    micros = round_to_micros(exact)
+    micros = pricing_rules.priced(base, rate=Decimal(1), markup_percent=pct).micros
     if micros > MAX_AMOUNT_MICROS:
         raise InvalidAmount(
             f"base_price {base} marked up is larger than aibill accepts.", field="base_price"
@@ -1051,10 +878,11 @@ class Pricing:
     def _charge(
         self, conn: Connection, cost: _Cost, *, mandate: str, currency: str, at: datetime
     ) -> Charge:
-        """The one home of a charge's arithmetic: the exact provider cost ->
-        times the rate from its currency to ``currency`` in force at ``at`` ->
-        times ``1 + markup / 100`` (the most specific markup of the mandate,
-        provider and model) -> rounded once, half-even, to micro-units."""
+        """A charge: the exact provider cost -> times the rate from its currency
+        to ``currency`` in force at ``at`` -> times ``1 + markup / 100`` (the
+        most specific markup of the mandate, provider and model) -> rounded
+        once, half-even, to micro-units. This finds the rate and the markup;
+        the arithmetic is :func:`aibill.domain.pricing_rules.priced`."""
         pico = _EXACT.multiply(cost.total, Decimal(PICO_PER_UNIT))
         if pico > MAX_PICO:
             raise InvalidAmount(
@@ -1064,9 +892,8 @@ class Pricing:
             )
         rate, fx = self._fx(conn, cost.currency, currency, at)
         percent, markup_from = self._markup(conn, mandate, cost.provider, cost.model)
-        converted = _EXACT.multiply(cost.total, rate)
-        exact = _marked_up(converted, percent)
-        micros = round_to_micros(exact)
+        steps = pricing_rules.priced(cost.total, rate=rate, markup_percent=percent)
+        converted, exact, micros = steps.converted, steps.exact, steps.micros
         if micros > MAX_AMOUNT_MICROS:
             raise InvalidAmount(
                 f"The charge {exact} {currency} of this call is larger than aibill accepts.",
@@ -1265,38 +1092,6 @@ def _aware(value: object, field: str) -> datetime:
     return check_time(value, field)
 
 
-def _parse_decimal(
-    value: object,
-    field: str,
-    *,
-    max_places: int,
-    max_digits: int,
-    signed: bool = False,
-) -> Decimal:
-    """A Decimal from a Decimal, int or decimal string; never from a float."""
-    number = to_decimal(value, field=field)
-    if number.is_zero():
-        return Decimal(0)
-    if not signed and number < 0:
-        raise InvalidAmount(f"{field} must not be negative, not {number}.", field=field)
-    _, digits, exponent = number.as_tuple()
-    assert isinstance(exponent, int)
-    # Trailing zeros say nothing about precision: 0.80 has one significant
-    # digit and one decimal place, 100 has one significant digit.
-    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
-    significant = len(digits) - trailing
-    places = max(0, -(exponent + trailing))
-    if places > max_places:
-        raise InvalidAmount(
-            f"{field} {number} has more than {max_places} decimal places.", field=field
-        )
-    if significant > max_digits:
-        raise InvalidAmount(
-            f"{field} {number} has more than {max_digits} significant digits.", field=field
-        )
-    return number
-
-
 def _check_rate(value: object, field: str = "rate") -> Decimal:
     rate = _parse_decimal(value, field, max_places=RATE_MAX_DIGITS, max_digits=RATE_MAX_DIGITS)
     if rate <= 0:
@@ -1304,19 +1099,6 @@ def _check_rate(value: object, field: str = "rate") -> Decimal:
     if rate > RATE_MAX:
         raise InvalidAmount(f"{field} {rate} is larger than aibill accepts.", field=field)
     return rate
-
-
-def check_provider_cost(value: object) -> Decimal:
-    """A provider cost the caller gives: positive, exact to pico-units (10^-12),
-    without trailing zeros (``0.10`` is ``0.1``, as the ledger reads it back)."""
-    cost = _parse_decimal(value, "provider_cost", max_places=12, max_digits=19, signed=True)
-    if cost <= 0:
-        raise InvalidAmount(f"provider_cost must be positive, not {cost}.", field="provider_cost")
-    if cost * PICO_PER_UNIT > MAX_PICO:
-        raise InvalidAmount(
-            f"provider_cost {cost} is larger than aibill accepts.", field="provider_cost"
-        )
-    return Decimal(format(cost.normalize(), "f"))
 
 
 def _given_cost(
@@ -1432,11 +1214,6 @@ def _per_unit(price: Decimal, per: int) -> Decimal:
 
 def _decimal_or_none(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
-
-
-def _marked_up(value: Decimal, percent: Decimal) -> Decimal:
-    """``value * (1 + percent / 100)``, exactly."""
-    return _EXACT.divide(_EXACT.multiply(value, _EXACT.add(_HUNDRED, percent)), _HUNDRED)
 
 
 def _same_rate(existing: ExchangeRate, rate: Decimal, *, line: int | None = None) -> None:

@@ -13,7 +13,6 @@ they delegate to the functions below.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TextIO, Unpack
@@ -30,6 +29,7 @@ from sqlalchemy import (
 )
 
 from aibill.domain import errors as e
+from aibill.domain import rules
 from aibill.domain.csvcell import neutralize
 from aibill.domain.model import (
     POOL_ACCOUNT,
@@ -44,6 +44,15 @@ from aibill.domain.model import (
     wallet_account,
 )
 from aibill.domain.money import from_micros
+from aibill.domain.reports import (
+    GROUP_KEYS,
+    PERIOD_KEYS,
+    GroupBy,
+    KeyValue,
+    UsageRow,
+    UserBalance,
+    write_lines,
+)
 from aibill.domain.text import check_searchable
 from aibill.domain.times import check_optional_time
 from aibill.store.schema import accounts, entries, holds, mandates, memberships, users
@@ -51,20 +60,6 @@ from aibill.store.schema import accounts, entries, holds, mandates, memberships,
 if TYPE_CHECKING:
     from aibill.service.billing import Billing
 
-PERIOD_KEYS = ("day", "week", "month")
-"""Time buckets, in UTC: a calendar day, an ISO week (from Monday), a calendar month."""
-GROUP_KEYS = (
-    "day",
-    "week",
-    "month",
-    "provider",
-    "model",
-    "feature_code",
-    "feature_instance",
-    "user",
-    "workflow_id",
-)
-"""What a usage report can be grouped by."""
 HISTORY_CSV_COLUMNS = (
     "entry_id",
     "posted_at",
@@ -112,67 +107,8 @@ _PICO_PER_UNIT = 10**12
 _MICRO_SQL = literal_column(str(_PICO_PER_MICRO), BigInteger)
 _TEXT_FILTERS = ("user", "provider", "model", "feature_code", "feature_instance", "workflow_id")
 
-KeyValue = str | datetime | None
-GroupBy = Sequence[str]
 CsvLines = Iterator[str]
 TextOut = TextIO
-
-
-# ---------------------------------------------------------------------- types
-
-
-@dataclass(frozen=True, slots=True)
-class UserBalance:
-    """One mandate a user belongs to, and the account its billing model names for
-    them: the mandate's pool, or the user's own wallet (``prepay_user``).
-
-    ``pending`` counts only holds still running: a hold past its time no longer
-    reserves money (it is expired the next time the account is written).
-    ``available = balance - pending + overdraft_limit``.
-    """
-
-    mandate: str
-    user: str
-    billing_model: BillingModel
-    account: str
-    currency: str
-    balance: Decimal
-    available: Decimal
-    pending: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    """The usage of one group: how many calls, how many tokens, what the providers
-    charged and what the mandate was billed.
-
-    ``keys`` maps each ``group_by`` name, in the order asked, to the group's
-    value: the start of the period (UTC midnight, a datetime) for ``day``,
-    ``week`` and ``month``; the tag as recorded for the others, ``None`` when the
-    usage carried no such tag. ``provider_cost`` is exact, one total per provider
-    currency (normally just ``{"USD": ...}``; empty when the group's usage was
-    recorded as plain amounts, without tokens to price). ``amount`` is what was
-    debited, in the mandate's ``currency``.
-    """
-
-    keys: dict[str, KeyValue]
-    calls: int
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    provider_cost: dict[str, Decimal] = field(default_factory=dict)
-    amount: Decimal = Decimal("0.000000")
-    currency: str = ""
-
-    @property
-    def period(self) -> datetime | None:
-        """The start of the group's day, week or month, if the report is grouped by one."""
-        for name in PERIOD_KEYS:
-            value = self.keys.get(name)
-            if isinstance(value, datetime):
-                return value
-        return None
 
 
 # ------------------------------------------------------------------- balances
@@ -229,7 +165,7 @@ def balances_for_user(billing: Billing, user: str) -> list[UserBalance]:
                 raise e.UnknownAccount(
                     f"Mandate {r.mandate_id!r} has no account {r.account!r}.", account=r.account
                 )
-            balance = r.credits_posted - r.debits_posted
+            balance = rules.balance(r.credits_posted, r.debits_posted)
             pending = r.debits_pending - overdue.get((r.mandate_id, r.account), 0)
             out.append(
                 UserBalance(
@@ -239,7 +175,7 @@ def balances_for_user(billing: Billing, user: str) -> list[UserBalance]:
                     account=r.account,
                     currency=r.currency,
                     balance=from_micros(balance),
-                    available=from_micros(balance - pending + r.overdraft_limit),
+                    available=from_micros(rules.available(balance, pending, r.overdraft_limit)),
                     pending=from_micros(pending),
                 )
             )
@@ -600,15 +536,6 @@ def iter_usage_report_csv(
             )
 
     return lines()
-
-
-def write_lines(lines: Iterator[str], out: TextIO) -> int:
-    """Write CSV lines to ``out``; returns how many data rows (not the header) were written."""
-    count = -1
-    for line in lines:
-        out.write(line)
-        count += 1
-    return max(count, 0)
 
 
 __all__ = [

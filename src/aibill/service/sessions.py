@@ -42,6 +42,13 @@ from sqlalchemy import Connection, Table, and_, delete, or_, select, update
 from aibill.domain import errors as e
 from aibill.domain.model import check_name
 from aibill.domain.principal import Principal, PrincipalKind, Scope
+from aibill.domain.sessions import (
+    DEFAULT_ABSOLUTE,
+    DEFAULT_IDLE,
+    OpenedSession,
+    SessionPolicy,
+    WebSession,
+)
 from aibill.service.hooks import SettingsService
 from aibill.service.keys import key_refusal
 from aibill.store.schema import (
@@ -53,10 +60,21 @@ from aibill.store.schema import (
     web_sessions,
 )
 
+__all__ = [
+    "DEFAULT_ABSOLUTE",
+    "DEFAULT_IDLE",
+    "LAST_SEEN_GRANULARITY",
+    "SECRET_BYTES",
+    "SESSION_ID_HEX",
+    "InvalidSession",
+    "OpenedSession",
+    "SessionPolicy",
+    "Sessions",
+    "WebSession",
+]
+
 log = logging.getLogger("aibill.sessions")
 
-DEFAULT_IDLE = timedelta(minutes=30)
-DEFAULT_ABSOLUTE = timedelta(hours=12)
 LAST_SEEN_GRANULARITY = timedelta(minutes=1)
 """``last_seen_at`` is written at most once per this interval per session."""
 SESSION_ID_HEX = 16
@@ -73,49 +91,6 @@ class InvalidSession(e.AibillError):
 
     def __init__(self) -> None:
         super().__init__("Your session has ended; sign in again.")
-
-
-@dataclass(frozen=True, slots=True)
-class SessionPolicy:
-    """How long a session lives: ``idle`` without a request, ``absolute`` in all."""
-
-    idle: timedelta = DEFAULT_IDLE
-    absolute: timedelta = DEFAULT_ABSOLUTE
-
-    def __post_init__(self) -> None:
-        if self.idle <= timedelta(0) or self.absolute <= timedelta(0):
-            raise e.InvalidRequest("session lifetimes must be positive.", field="session")
-
-
-@dataclass(frozen=True, slots=True)
-class WebSession:
-    """A live session: who it acts for and until when."""
-
-    session_id: str
-    principal: Principal
-    created_at: datetime
-    expires_at: datetime
-    last_seen_at: datetime
-    idle_expires_at: datetime
-    secret: str = field(repr=False)
-
-    @property
-    def csrf_token(self) -> str:
-        """The synchronizer token every form of this session carries."""
-        return hmac.new(self.secret.encode("ascii"), b"aibill csrf", hashlib.sha256).hexdigest()
-
-    def csrf_ok(self, presented: object) -> bool:
-        return isinstance(presented, str) and hmac.compare_digest(
-            presented.encode("utf-8", "replace"), self.csrf_token.encode("ascii")
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class OpenedSession:
-    """A new session; ``token`` goes into the cookie and nowhere else."""
-
-    token: str = field(repr=False)
-    session: WebSession
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from aibill.api.throttle import auth_throttle, client_address
 from aibill.domain import errors as e
 from aibill.domain.principal import Scope
+from aibill.http.throttle import auth_throttle, client_address
 from aibill.service.billing import Billing
 from aibill.service.sessions import InvalidSession
 from aibill.web.routing import WebRoute, local_path, page, redirect

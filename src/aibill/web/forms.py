@@ -24,11 +24,11 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 
-from aibill.api.errors import status_of
 from aibill.domain import errors as e
+from aibill.domain.audit import AuditPage
 from aibill.domain.money import to_decimal
 from aibill.domain.principal import Scope
-from aibill.service.audit import AuditPage
+from aibill.http.status import status_of
 from aibill.service.billing import Billing
 from aibill.web.pages import base
 from aibill.web.periods import midnight, parse_day

@@ -18,8 +18,8 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from aibill.domain import errors as e
 from aibill.domain.model import Balance, EntryKind, HistoryFilters, Hold, Mandate
 from aibill.domain.principal import Scope
+from aibill.domain.reports import UsageRow
 from aibill.service.billing import Billing
-from aibill.service.reports import UsageRow
 from aibill.web.periods import PERIODS, Period, day_range, midnight, month_start, period
 from aibill.web.routing import PageNotFound, WebRoute, page
 from aibill.web.security import Viewer, ViewerDep

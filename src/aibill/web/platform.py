@@ -16,8 +16,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from aibill.domain import errors as e
+from aibill.domain.prices import ExchangeRate
 from aibill.domain.principal import Scope
-from aibill.service.pricing import DEFAULT_MARKUP_PERCENT, ExchangeRate
+from aibill.http.limits import UPLOAD_FILE_BYTES
+from aibill.service.pricing import DEFAULT_MARKUP_PERCENT
 from aibill.web.forms import SHARED, SHARED_NOTICES, Change, Desk, audit_page, csv_text, show_desk
 from aibill.web.routing import WebRoute
 from aibill.web.security import Viewer, ViewerDep
@@ -57,8 +59,6 @@ def _by_pair(rates: list[ExchangeRate]) -> list[dict[str, Any]]:
 
 def platform_context(viewer: Viewer) -> dict[str, Any]:
     """Everything the platform page shows, read as the viewer."""
-    from aibill.api.app import MAX_BODY_BYTES  # the app imports this package
-
     ledger = viewer.ledger
     if not ledger.may(Scope.ADMIN, None):
         raise e.PermissionDenied(
@@ -79,7 +79,7 @@ def platform_context(viewer: Viewer) -> dict[str, Any]:
         "keys": ledger.keys.list_keys(None),
         "now": ledger.clock(),
         "scopes": [s.value for s in Scope],
-        "upload_kib": MAX_BODY_BYTES // 1024,
+        "upload_kib": UPLOAD_FILE_BYTES // 1024,
     }
 
 

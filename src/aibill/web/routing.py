@@ -15,25 +15,14 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 
-from aibill.api.errors import status_of
 from aibill.domain import errors as e
+from aibill.http.headers import SECURITY_HEADERS
+from aibill.http.status import status_of
 from aibill.web.render import make_environment
 from aibill.web.security import FormRefused, SignInRequired, clear_session_cookie, current_viewer
 
 log = logging.getLogger("aibill.web")
 ENV = make_environment()
-
-SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "font-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-        "base-uri 'none'; object-src 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
 
 
 TITLES = {

@@ -22,11 +22,12 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request, Response
 from starlette.datastructures import FormData, UploadFile
 
-from aibill.api.throttle import auth_throttle, client_address
 from aibill.domain import errors as e
 from aibill.domain.principal import PrincipalKind, Scope
+from aibill.domain.sessions import WebSession
+from aibill.http.throttle import auth_throttle, client_address
 from aibill.service.billing import Billing
-from aibill.service.sessions import InvalidSession, Sessions, WebSession
+from aibill.service.sessions import InvalidSession, Sessions
 
 SESSION_COOKIE = "aibill_session"
 SIGNIN_COOKIE = "aibill_signin"

@@ -14,7 +14,7 @@ import copy
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar, Unpack
@@ -570,53 +570,13 @@ class Billing:
                 return before
             now = self._now()
             self._sweep_mandate(conn, mandate, now)
-            pending = conn.execute(
-                select(func.count())
-                .select_from(holds)
-                .where(_H.mandate_id == mandate, _H.status == HoldStatus.PENDING.value)
-            ).scalar_one()
-            if pending:
-                raise e.HoldsInFlight(
-                    f"Mandate {mandate!r} has {pending} hold(s) in flight; capture or release "
-                    "them (or let them expire) before changing its billing model.",
-                    mandate=mandate,
-                    holds=pending,
-                )
+            self._refuse_holds_in_flight(conn, mandate)
             conn.execute(
                 update(mandates)
                 .where(mandates.c.mandate_id == mandate)
                 .values(billing_model=model.value)
             )
-            have = {
-                r.account_id
-                for r in conn.execute(select(_A.account_id).where(_A.mandate_id == mandate))
-            }
-            if model is BillingModel.PREPAY_USER:
-                members = conn.execute(
-                    select(memberships.c.user_id)
-                    .where(memberships.c.mandate_id == mandate)
-                    .order_by(memberships.c.user_id)
-                ).scalars()
-                for member in members:
-                    if wallet_account(member) not in have:
-                        self._insert(
-                            conn,
-                            accounts,
-                            mandate_id=mandate,
-                            account_id=wallet_account(member),
-                            user_id=member,
-                            currency=row.currency,
-                            created_at=now,
-                        )
-            elif POOL_ACCOUNT not in have:
-                self._insert(
-                    conn,
-                    accounts,
-                    mandate_id=mandate,
-                    account_id=POOL_ACCOUNT,
-                    currency=row.currency,
-                    created_at=now,
-                )
+            self._open_accounts_of(conn, mandate, model, row.currency, now)
             after = replace(before, billing_model=model)
             self._audit(
                 conn, mandate, "mandate.billing_model", target=mandate, before=before, after=after
@@ -624,6 +584,57 @@ class Billing:
             return after
 
         return self._write(work)
+
+    def _refuse_holds_in_flight(self, conn: Connection, mandate: str) -> None:
+        """Raise ``HoldsInFlight`` while any hold of ``mandate`` is pending."""
+        pending = conn.execute(
+            select(func.count())
+            .select_from(holds)
+            .where(_H.mandate_id == mandate, _H.status == HoldStatus.PENDING.value)
+        ).scalar_one()
+        if pending:
+            raise e.HoldsInFlight(
+                f"Mandate {mandate!r} has {pending} hold(s) in flight; capture or release "
+                "them (or let them expire) before changing its billing model.",
+                mandate=mandate,
+                holds=pending,
+            )
+
+    def _open_accounts_of(
+        self, conn: Connection, mandate: str, model: BillingModel, currency: str, now: datetime
+    ) -> None:
+        """Open the accounts ``model`` names that ``mandate`` does not have yet:
+        each member's wallet, or the pool."""
+        have = {
+            r.account_id
+            for r in conn.execute(select(_A.account_id).where(_A.mandate_id == mandate))
+        }
+        if model is BillingModel.PREPAY_USER:
+            members = conn.execute(
+                select(memberships.c.user_id)
+                .where(memberships.c.mandate_id == mandate)
+                .order_by(memberships.c.user_id)
+            ).scalars()
+            for member in members:
+                if wallet_account(member) not in have:
+                    self._insert(
+                        conn,
+                        accounts,
+                        mandate_id=mandate,
+                        account_id=wallet_account(member),
+                        user_id=member,
+                        currency=currency,
+                        created_at=now,
+                    )
+        elif POOL_ACCOUNT not in have:
+            self._insert(
+                conn,
+                accounts,
+                mandate_id=mandate,
+                account_id=POOL_ACCOUNT,
+                currency=currency,
+                created_at=now,
+            )
 
     def _sweep_mandate(self, conn: Connection, mandate: str, now: datetime) -> None:
         overdue = (
@@ -866,21 +877,7 @@ class Billing:
         """Add money to the account the billing model names (concepts.md rule 6)."""
         micros = to_micros(amount)
         key = check_key(idempotency_key)
-        if reason not in CREDIT_REASONS:
-            raise e.InvalidRequest(
-                f"reason must be one of {', '.join(CREDIT_REASONS)}, not {reason!r}.",
-                field="reason",
-            )
-        _check_description(description)
-        if corrects is not None:
-            check_line(corrects, "corrects", max_length=MAX_ENTRY_ID)
-        request = {
-            "amount": str(from_micros(micros)),
-            "user": user,
-            "reason": reason,
-            "description": description,
-            "corrects": corrects,
-        }
+        request = _credit_request(micros, user, reason, description, corrects)
 
         def work(conn: Connection) -> Entry | tx.Deferred:
             self._authorize(conn, mandate, Scope.ADMIN)
@@ -901,15 +898,17 @@ class Billing:
             entry = self._post(
                 conn,
                 ctx,
-                account=account,
-                kind=EntryKind.CREDIT,
-                micros=micros,
-                reason=reason,
-                now=now,
-                balance_after=rules.balance(row.credits_posted, row.debits_posted),
-                user=user,
-                description=description,
-                corrects=corrects,
+                _Posting(
+                    account=account,
+                    kind=EntryKind.CREDIT,
+                    micros=micros,
+                    reason=reason,
+                    now=now,
+                    balance_after=rules.balance(row.credits_posted, row.debits_posted),
+                    user=user,
+                    description=description,
+                    corrects=corrects,
+                ),
             )
             self._remember(conn, mandate, key, "credit", request, entry, now)
             self._audit(
@@ -983,64 +982,46 @@ class Billing:
                 return replay if isinstance(replay, tx.Deferred) else _expect(replay, Hold)
             account = self._account_for(conn, ctx, user)
             now = self._now()
-            # Who may use the provider, and who may spend, is decided before
-            # anything is priced or moved.
-            refusal: e.Refused | None = self._provider_refusal(conn, ctx, user, tags.provider)
-            if refusal is None:
-                refusal = self._spend_refusal(conn, ctx, user, tags.provider, provider_ok=True)
-            charge, micros = None, asked.micros
-            if refusal is None:
-                charge = asked.estimate(self, conn, ctx, tags, now)
-                micros = charge.amount_micros if charge else asked.micros
-                refusal = self._limits(conn, ctx, user, feature_instance, micros, now)
-            if refusal is None:
-                changed = self._take(
-                    conn, ctx, account, micros, now, pending=True, enforce=ctx.model.enforced
-                )
-                if changed is None:
-                    refusal = self._insufficient(conn, ctx, account, micros)
-            if refusal is not None:
-                self._remember(conn, mandate, key, "hold", request, refusal, now)
-                return tx.Deferred(refusal)
-            hold = Hold(
-                id=f"{mandate}:hold_{_token()}",
-                mandate=mandate,
-                account=account,
-                user=user,
-                amount=from_micros(micros),
-                currency=ctx.currency,
-                status=HoldStatus.PENDING,
-                created_at=now,
-                expires_at=rules.hold_expires_at(now, ttl_s),
-                metadata=meta,
-                provider=tags.provider,
-                model=tags.model,
-                model_matched=charge.model_matched if charge else None,
-                feature_code=tags.feature_code,
-                feature_instance=tags.feature_instance,
-                workflow_id=tags.workflow_id,
-                estimate=_charge_json(charge) if charge else None,
-            )
-            self._insert(
-                conn,
-                holds,
-                mandate_id=mandate,
-                hold_id=hold.id,
-                account_id=account,
-                user_id=user,
-                amount_micros=micros,
-                status=HoldStatus.PENDING.value,
-                created_at=now,
-                expires_at=hold.expires_at,
-                metadata=meta,
-                **tags.as_request(),
-                model_matched=hold.model_matched,
-                estimate=hold.estimate,
-            )
+            taken = self._take_hold(conn, ctx, account, user, tags, asked, now)
+            if isinstance(taken, e.Refused):
+                self._remember(conn, mandate, key, "hold", request, taken, now)
+                return tx.Deferred(taken)
+            micros, charge = taken
+            hold = _new_hold(ctx, account, user, micros, charge, tags, meta, now, ttl_s)
+            self._insert(conn, holds, **_hold_row(hold, micros))
             self._remember(conn, mandate, key, "hold", request, hold, now)
             return hold
 
         return HeldCall.of(self, self._write(work))
+
+    def _take_hold(
+        self,
+        conn: Connection,
+        ctx: _Ctx,
+        account: str,
+        user: str | None,
+        tags: Tags,
+        asked: _Asked,
+        now: datetime,
+    ) -> e.Refused | tuple[int, Charge | None]:
+        """Decide a hold and reserve its amount: the refusal to store, or the
+        micros reserved and the estimate they came from. Who may use the
+        provider, and who may spend, is decided before anything is priced or
+        moved; the reservation itself is the atomic check of rule 2."""
+        refusal: e.Refused | None = self._provider_refusal(conn, ctx, user, tags.provider)
+        if refusal is None:
+            refusal = self._spend_refusal(conn, ctx, user, tags.provider, provider_ok=True)
+        if refusal is not None:
+            return refusal
+        charge = asked.estimate(self, conn, ctx, tags, now)
+        micros = charge.amount_micros if charge else asked.micros
+        limit = self._limits(conn, ctx, user, tags.feature_instance, micros, now)
+        if limit is not None:
+            return limit
+        enforce = ctx.model.enforced
+        if self._take(conn, ctx, account, micros, now, pending=True, enforce=enforce) is None:
+            return self._insufficient(conn, ctx, account, micros)
+        return micros, charge
 
     def estimate(
         self,
@@ -1371,37 +1352,13 @@ class Billing:
             now = self._now()
             status = HoldStatus(row.status)
             if status is HoldStatus.CAPTURED:
-                first = self._entry_by_id(conn, ctx, row.entry_id)
-                if not _same_capture(first, micros, usage):
-                    raise e.HoldAlreadyCaptured(
-                        f"Hold {hold_id!r} was already captured for {first.amount} {ctx.currency}.",
-                        hold_id=hold_id,
-                        captured=first.amount,
-                        entry_id=first.id,
-                    )
-                entry = first.as_replay()
+                entry = self._recapture(conn, ctx, row, micros, usage)
             elif status is HoldStatus.RELEASED:
                 raise e.HoldAlreadyReleased(
                     f"Hold {hold_id!r} was released; it cannot be captured.", hold_id=hold_id
                 )
             else:
-                charge = None
-                if usage is not None:
-                    if row.provider is None or row.model is None:
-                        raise e.InvalidRequest(
-                            f"Hold {hold_id!r} names no provider and model to price; "
-                            "capture it with amount=.",
-                            field="usage",
-                        )
-                    charge = self.pricing.quote(
-                        conn,
-                        mandate=mandate,
-                        currency=ctx.currency,
-                        provider=row.provider,
-                        model=row.model,
-                        usage=usage,
-                        at=now,
-                    )
+                charge = self._capture_charge(conn, ctx, row, usage, now)
                 posted = charge.amount_micros if charge else micros
                 assert posted is not None
                 entry = self._capture(conn, ctx, row, posted, now, description, charge)
@@ -1410,6 +1367,44 @@ class Billing:
             return entry
 
         return self._write(work)
+
+    def _recapture(
+        self, conn: Connection, ctx: _Ctx, row: Any, micros: int | None, usage: Usage | None
+    ) -> Entry:
+        """A captured hold captured again: the first entry as a replay when the
+        capture is the same, else ``HoldAlreadyCaptured``."""
+        first = self._entry_by_id(conn, ctx, row.entry_id)
+        if not _same_capture(first, micros, usage):
+            raise e.HoldAlreadyCaptured(
+                f"Hold {row.hold_id!r} was already captured for {first.amount} {ctx.currency}.",
+                hold_id=row.hold_id,
+                captured=first.amount,
+                entry_id=first.id,
+            )
+        return first.as_replay()
+
+    def _capture_charge(
+        self, conn: Connection, ctx: _Ctx, row: Any, usage: Usage | None, now: datetime
+    ) -> Charge | None:
+        """The price of ``usage`` on the hold's provider and model at ``now``
+        (None when the capture gives an amount)."""
+        if usage is None:
+            return None
+        if row.provider is None or row.model is None:
+            raise e.InvalidRequest(
+                f"Hold {row.hold_id!r} names no provider and model to price; "
+                "capture it with amount=.",
+                field="usage",
+            )
+        return self.pricing.quote(
+            conn,
+            mandate=ctx.mandate,
+            currency=ctx.currency,
+            provider=row.provider,
+            model=row.model,
+            usage=usage,
+            at=now,
+        )
 
     def _capture(
         self,
@@ -1458,21 +1453,23 @@ class Billing:
         return self._post(
             conn,
             ctx,
-            entry_id=entry_id,
-            account=row.account_id,
-            kind=EntryKind.DEBIT,
-            micros=posting.debit,
-            reason="usage",
-            now=now,
-            balance_after=rules.balance(acct.credits_posted, acct.debits_posted),
-            user=row.user_id,
-            hold_id=row.hold_id,
-            shortfall=shortfall,
-            captured_after_expiry=expired,
-            description=description,
-            metadata=dict(row.metadata or {}),
-            tags=tags,
-            charge=charge,
+            _Posting(
+                entry_id=entry_id,
+                account=row.account_id,
+                kind=EntryKind.DEBIT,
+                micros=posting.debit,
+                reason="usage",
+                now=now,
+                balance_after=rules.balance(acct.credits_posted, acct.debits_posted),
+                user=row.user_id,
+                hold_id=row.hold_id,
+                shortfall=shortfall,
+                captured_after_expiry=expired,
+                description=description,
+                metadata=dict(row.metadata or {}),
+                tags=tags,
+                charge=charge,
+            ),
         )
 
     def release(self, hold_id: str, *, idempotency_key: str | None = None) -> Hold:
@@ -1574,10 +1571,6 @@ class Billing:
             "metadata": meta,
         }
 
-        def refuse(conn: Connection, refusal: e.Refused, now: datetime) -> tx.Deferred:
-            self._remember(conn, mandate, key, "record_usage", request, refusal, now)
-            return tx.Deferred(refusal)
-
         def work(conn: Connection) -> Entry | tx.Deferred:
             self._authorize(conn, mandate, Scope.USE)
             ctx = self._ctx(conn, mandate, user=user, key=key)
@@ -1586,50 +1579,55 @@ class Billing:
                 return replay if isinstance(replay, tx.Deferred) else _expect(replay, Entry)
             account = self._account_for(conn, ctx, user)
             now = self._now()
-            forbidden = self._provider_refusal(conn, ctx, user, tags.provider)
-            if forbidden is not None and not already_happened:
-                return refuse(conn, forbidden, now)
-            spend = self._spend_refusal(
-                conn,
-                ctx,
-                user,
-                tags.provider,
-                happened=already_happened,
-                provider_ok=forbidden is None,
-            )
-            if spend is not None:
-                return refuse(conn, spend, now)
-            charge = asked.charge(self.pricing, conn, ctx, tags, now)
-            posted = charge.amount_micros if charge else asked.micros
-            limit = self._limits(conn, ctx, user, feature_instance, posted, now)
-            if limit is not None and not already_happened:
-                return refuse(conn, limit, now)
-            enforce = ctx.model.enforced and not already_happened
-            acct = self._take(conn, ctx, account, posted, now, pending=False, enforce=enforce)
-            if acct is None:
-                return refuse(conn, self._insufficient(conn, ctx, account, posted), now)
-            entry = self._post(
-                conn,
-                ctx,
-                account=account,
-                kind=EntryKind.DEBIT,
-                micros=posted,
-                reason="usage",
-                now=now,
-                balance_after=rules.balance(acct.credits_posted, acct.debits_posted),
-                user=user,
-                shortfall=self._settled_shortfall(conn, ctx, account, acct, posted, now),
-                description=description,
-                metadata=meta,
-                tags=tags,
-                charge=charge,
-                over_limit=_limit_name(limit) if limit else None,
-                provider_not_allowed=forbidden is not None,
-            )
+            use = _Usage(account, user, tags, asked, already_happened, now, description, meta)
+            outcome = self._take_usage(conn, ctx, use)
+            if isinstance(outcome, e.Refused):
+                self._remember(conn, mandate, key, "record_usage", request, outcome, now)
+                return tx.Deferred(outcome)
+            entry = self._post(conn, ctx, outcome)
             self._remember(conn, mandate, key, "record_usage", request, entry, now)
             return entry
 
         return self._write(work)
+
+    def _take_usage(self, conn: Connection, ctx: _Ctx, use: _Usage) -> e.Refused | _Posting:
+        """Decide ``record_usage``'s debit and draw it from the account: the
+        refusal to store, or the entry to post. Usage that ``happened`` passes
+        the provider rule, the limits and the balance, marked on the entry."""
+        happened, now, tags = use.happened, use.now, use.tags
+        forbidden = self._provider_refusal(conn, ctx, use.user, tags.provider)
+        if forbidden is not None and not happened:
+            return forbidden
+        spend = self._spend_refusal(
+            conn, ctx, use.user, tags.provider, happened=happened, provider_ok=forbidden is None
+        )
+        if spend is not None:
+            return spend
+        charge = use.asked.charge(self.pricing, conn, ctx, tags, now)
+        posted = charge.amount_micros if charge else use.asked.micros
+        limit = self._limits(conn, ctx, use.user, tags.feature_instance, posted, now)
+        if limit is not None and not happened:
+            return limit
+        enforce = ctx.model.enforced and not happened
+        acct = self._take(conn, ctx, use.account, posted, now, pending=False, enforce=enforce)
+        if acct is None:
+            return self._insufficient(conn, ctx, use.account, posted)
+        return _Posting(
+            account=use.account,
+            kind=EntryKind.DEBIT,
+            micros=posted,
+            reason="usage",
+            now=now,
+            balance_after=rules.balance(acct.credits_posted, acct.debits_posted),
+            user=use.user,
+            shortfall=self._settled_shortfall(conn, ctx, use.account, acct, posted, now),
+            description=use.description,
+            metadata=use.metadata,
+            tags=tags,
+            charge=charge,
+            over_limit=_limit_name(limit) if limit else None,
+            provider_not_allowed=forbidden is not None,
+        )
 
     def _take(
         self,
@@ -1690,103 +1688,10 @@ class Billing:
             currency=ctx.currency,
         )
 
-    def _post(
-        self,
-        conn: Connection,
-        ctx: _Ctx,
-        *,
-        account: str,
-        kind: EntryKind,
-        micros: int,
-        reason: str,
-        now: datetime,
-        balance_after: int,
-        user: str | None = None,
-        hold_id: str | None = None,
-        shortfall: int = 0,
-        captured_after_expiry: bool = False,
-        description: str | None = None,
-        corrects: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        entry_id: str | None = None,
-        tags: Tags | None = None,
-        charge: Charge | None = None,
-        over_limit: str | None = None,
-        provider_not_allowed: bool = False,
-    ) -> Entry:
-        tags = tags or _NO_TAGS
-        usage = charge.usage if charge else None
-        entry = Entry(
-            id=entry_id or _entry_id(),
-            mandate=ctx.mandate,
-            account=account,
-            kind=kind,
-            amount=from_micros(micros),
-            currency=ctx.currency,
-            reason=reason,
-            posted_at=now,
-            balance_after=from_micros(balance_after),
-            user=user,
-            hold_id=hold_id,
-            over_balance=shortfall > 0,
-            shortfall=from_micros(shortfall),
-            captured_after_expiry=captured_after_expiry,
-            corrects=corrects,
-            description=description,
-            metadata=metadata or {},
-            provider=tags.provider,
-            model=tags.model,
-            model_matched=charge.model_matched if charge else None,
-            feature_code=tags.feature_code,
-            feature_instance=tags.feature_instance,
-            workflow_id=tags.workflow_id,
-            input_tokens=usage.input_tokens if usage else None,
-            output_tokens=usage.output_tokens if usage else None,
-            cache_read_tokens=usage.cache_read_tokens if usage else None,
-            cache_write_tokens=usage.cache_write_tokens if usage else None,
-            provider_cost=charge.provider_cost if charge else None,
-            provider_currency=charge.provider_currency if charge else None,
-            price_source=charge.price_source if charge else None,
-            fx_rate=charge.fx_rate if charge else None,
-            markup_percent=charge.markup_percent if charge else None,
-            breakdown=_charge_json(charge) if charge else None,
-            over_limit=over_limit,
-            provider_not_allowed=provider_not_allowed,
-        )
-        self._insert(
-            conn,
-            entries,
-            mandate_id=ctx.mandate,
-            entry_id=entry.id,
-            account_id=account,
-            kind=kind.value,
-            amount_micros=micros,
-            reason=reason,
-            posted_at=now,
-            balance_after_micros=balance_after,
-            user_id=user,
-            hold_id=hold_id,
-            over_balance=shortfall > 0,
-            shortfall_micros=shortfall,
-            captured_after_expiry=captured_after_expiry,
-            corrects_entry_id=corrects,
-            description=description,
-            metadata=entry.metadata,
-            **tags.as_request(),
-            model_matched=entry.model_matched,
-            input_tokens=entry.input_tokens,
-            output_tokens=entry.output_tokens,
-            cache_read_tokens=entry.cache_read_tokens,
-            cache_write_tokens=entry.cache_write_tokens,
-            provider_cost_pico=charge.provider_cost_pico if charge else None,
-            provider_currency=entry.provider_currency,
-            price_source=entry.price_source,
-            fx_rate=None if charge is None else str(charge.fx_rate),
-            markup_percent=None if charge is None else str(charge.markup_percent),
-            breakdown=entry.breakdown,
-            over_limit=over_limit,
-            provider_not_allowed=provider_not_allowed or None,
-        )
+    def _post(self, conn: Connection, ctx: _Ctx, posting: _Posting) -> Entry:
+        """Insert the ledger entry ``posting`` describes and return it."""
+        entry = posting.entry(ctx)
+        self._insert(conn, entries, **posting.row(ctx, entry))
         return entry
 
     def _lock_hold(self, conn: Connection, mandate: str, hold_id: str) -> Any:
@@ -1918,11 +1823,7 @@ class Billing:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise e.InvalidRequest(f"limit must be from 1 to {MAX_PAGE}.", field="limit")
         after = _decode_cursor(cursor) if cursor else None
-        if kind is not None:
-            try:
-                kind = EntryKind(kind)
-            except ValueError:
-                raise e.InvalidRequest("kind must be 'credit' or 'debit'.", field="kind") from None
+        kind = _entry_kind(kind) if kind is not None else None
         for name, when in (("since", since), ("until", until)):
             if when is not None:
                 _aware(when, name)
@@ -1937,36 +1838,19 @@ class Billing:
             feature_instance=feature_instance,
             workflow_id=workflow_id,
         )
-        c = entries.c
-        conds = [c.mandate_id == mandate]
-        for col, value in (
-            (c.user_id, user),
-            (c.account_id, account),
-            (c.kind, kind.value if kind else None),
-            (c.reason, reason),
-            (c.hold_id, hold_id),
-            (c.provider, provider),
-            (c.model, model),
-            (c.feature_code, feature_code),
-            (c.feature_instance, feature_instance),
-            (c.workflow_id, workflow_id),
-        ):
-            if value is not None:
-                conds.append(col == value)
-        if since is not None:
-            conds.append(c.posted_at >= since)
-        if until is not None:
-            conds.append(c.posted_at < until)
-        if after is not None:
-            conds.append(
-                or_(c.posted_at < after[0], and_(c.posted_at == after[0], c.entry_id < after[1]))
-            )
-        stmt = (
-            select(entries)
-            .where(*conds)
-            .order_by(c.posted_at.desc(), c.entry_id.desc())
-            .limit(limit + 1)
-        )
+        equal = {
+            "user_id": user,
+            "account_id": account,
+            "kind": kind.value if kind else None,
+            "reason": reason,
+            "hold_id": hold_id,
+            "provider": provider,
+            "model": model,
+            "feature_code": feature_code,
+            "feature_instance": feature_instance,
+            "workflow_id": workflow_id,
+        }
+        stmt = _history_stmt(mandate, equal, since, until, after, limit)
 
         def work(conn: Connection) -> Page:
             self._authorize(conn, mandate, Scope.READ)
@@ -2276,6 +2160,108 @@ _NO_TAGS = Tags()
 PERIODS = rules.PERIODS
 
 
+@dataclass(frozen=True, slots=True)
+class _Posting:
+    """One ledger entry about to be written: what ``_post`` inserts."""
+
+    account: str
+    kind: EntryKind
+    micros: int
+    reason: str
+    now: datetime
+    balance_after: int
+    user: str | None = None
+    hold_id: str | None = None
+    shortfall: int = 0
+    captured_after_expiry: bool = False
+    description: str | None = None
+    corrects: str | None = None
+    metadata: dict[str, Any] | None = None
+    entry_id: str | None = None
+    tags: Tags = _NO_TAGS
+    charge: Charge | None = None
+    over_limit: str | None = None
+    provider_not_allowed: bool = False
+
+    def entry(self, ctx: _Ctx) -> Entry:
+        """The entry as the caller sees it."""
+        tags, charge = self.tags, self.charge
+        usage = charge.usage if charge else None
+        return Entry(
+            id=self.entry_id or _entry_id(),
+            mandate=ctx.mandate,
+            account=self.account,
+            kind=self.kind,
+            amount=from_micros(self.micros),
+            currency=ctx.currency,
+            reason=self.reason,
+            posted_at=self.now,
+            balance_after=from_micros(self.balance_after),
+            user=self.user,
+            hold_id=self.hold_id,
+            over_balance=self.shortfall > 0,
+            shortfall=from_micros(self.shortfall),
+            captured_after_expiry=self.captured_after_expiry,
+            corrects=self.corrects,
+            description=self.description,
+            metadata=self.metadata or {},
+            provider=tags.provider,
+            model=tags.model,
+            model_matched=charge.model_matched if charge else None,
+            feature_code=tags.feature_code,
+            feature_instance=tags.feature_instance,
+            workflow_id=tags.workflow_id,
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            cache_read_tokens=usage.cache_read_tokens if usage else None,
+            cache_write_tokens=usage.cache_write_tokens if usage else None,
+            provider_cost=charge.provider_cost if charge else None,
+            provider_currency=charge.provider_currency if charge else None,
+            price_source=charge.price_source if charge else None,
+            fx_rate=charge.fx_rate if charge else None,
+            markup_percent=charge.markup_percent if charge else None,
+            breakdown=_charge_json(charge) if charge else None,
+            over_limit=self.over_limit,
+            provider_not_allowed=self.provider_not_allowed,
+        )
+
+    def row(self, ctx: _Ctx, entry: Entry) -> dict[str, Any]:
+        """The ``entries`` row of ``entry``, as stored."""
+        charge = self.charge
+        return {
+            "mandate_id": ctx.mandate,
+            "entry_id": entry.id,
+            "account_id": self.account,
+            "kind": self.kind.value,
+            "amount_micros": self.micros,
+            "reason": self.reason,
+            "posted_at": self.now,
+            "balance_after_micros": self.balance_after,
+            "user_id": self.user,
+            "hold_id": self.hold_id,
+            "over_balance": self.shortfall > 0,
+            "shortfall_micros": self.shortfall,
+            "captured_after_expiry": self.captured_after_expiry,
+            "corrects_entry_id": self.corrects,
+            "description": self.description,
+            "metadata": entry.metadata,
+            **self.tags.as_request(),
+            "model_matched": entry.model_matched,
+            "input_tokens": entry.input_tokens,
+            "output_tokens": entry.output_tokens,
+            "cache_read_tokens": entry.cache_read_tokens,
+            "cache_write_tokens": entry.cache_write_tokens,
+            "provider_cost_pico": charge.provider_cost_pico if charge else None,
+            "provider_currency": entry.provider_currency,
+            "price_source": entry.price_source,
+            "fx_rate": None if charge is None else str(charge.fx_rate),
+            "markup_percent": None if charge is None else str(charge.markup_percent),
+            "breakdown": entry.breakdown,
+            "over_limit": self.over_limit,
+            "provider_not_allowed": self.provider_not_allowed or None,
+        }
+
+
 def _limit_subject(user: str | None, feature_instance: str | None) -> tuple[str, str]:
     if (user is None) == (feature_instance is None):
         raise e.InvalidRequest(
@@ -2292,6 +2278,21 @@ def _limit_subject(user: str | None, feature_instance: str | None) -> tuple[str,
 def _limit_name(limit: e.LimitExceeded) -> str:
     d = limit.details
     return f"{d['scope']}:{d['subject']}/{d['period']}"[:64]
+
+
+@dataclass(frozen=True, slots=True)
+class _Usage:
+    """What one ``record_usage`` call draws (whose account, for what, and when)
+    and what its entry says."""
+
+    account: str
+    user: str | None
+    tags: Tags
+    asked: _Posted
+    happened: bool
+    now: datetime
+    description: str | None
+    metadata: dict[str, Any]
 
 
 class _Posted:
@@ -2471,6 +2472,82 @@ class _Asked:
         )
 
 
+def _credit_request(
+    micros: int, user: str | None, reason: str, description: str | None, corrects: str | None
+) -> dict[str, Any]:
+    """Check a credit's reason and texts; the request its idempotency record keeps."""
+    if reason not in CREDIT_REASONS:
+        raise e.InvalidRequest(
+            f"reason must be one of {', '.join(CREDIT_REASONS)}, not {reason!r}.",
+            field="reason",
+        )
+    _check_description(description)
+    if corrects is not None:
+        check_line(corrects, "corrects", max_length=MAX_ENTRY_ID)
+    return {
+        "amount": str(from_micros(micros)),
+        "user": user,
+        "reason": reason,
+        "description": description,
+        "corrects": corrects,
+    }
+
+
+def _new_hold(
+    ctx: _Ctx,
+    account: str,
+    user: str | None,
+    micros: int,
+    charge: Charge | None,
+    tags: Tags,
+    meta: dict[str, str | int],
+    now: datetime,
+    ttl_s: int,
+) -> Hold:
+    """The pending hold ``hold`` creates, as its caller sees it."""
+    return Hold(
+        id=f"{ctx.mandate}:hold_{_token()}",
+        mandate=ctx.mandate,
+        account=account,
+        user=user,
+        amount=from_micros(micros),
+        currency=ctx.currency,
+        status=HoldStatus.PENDING,
+        created_at=now,
+        expires_at=rules.hold_expires_at(now, ttl_s),
+        metadata=meta,
+        provider=tags.provider,
+        model=tags.model,
+        model_matched=charge.model_matched if charge else None,
+        feature_code=tags.feature_code,
+        feature_instance=tags.feature_instance,
+        workflow_id=tags.workflow_id,
+        estimate=_charge_json(charge) if charge else None,
+    )
+
+
+def _hold_row(hold: Hold, micros: int) -> dict[str, Any]:
+    """The ``holds`` row of a new pending ``hold``, as stored."""
+    return {
+        "mandate_id": hold.mandate,
+        "hold_id": hold.id,
+        "account_id": hold.account,
+        "user_id": hold.user,
+        "amount_micros": micros,
+        "status": HoldStatus.PENDING.value,
+        "created_at": hold.created_at,
+        "expires_at": hold.expires_at,
+        "metadata": hold.metadata,
+        "provider": hold.provider,
+        "model": hold.model,
+        "feature_code": hold.feature_code,
+        "feature_instance": hold.feature_instance,
+        "workflow_id": hold.workflow_id,
+        "model_matched": hold.model_matched,
+        "estimate": hold.estimate,
+    }
+
+
 def _check_ttl(ttl_s: object) -> None:
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= MAX_HOLD_TTL_S:
         raise e.InvalidRequest(
@@ -2648,6 +2725,43 @@ def _check_filters(**filters: str | None) -> None:
     for name, value in filters.items():
         if value is not None:
             check_searchable(value, name, max_length=MAX_FILTER_LENGTH)
+
+
+def _entry_kind(kind: str | EntryKind) -> EntryKind:
+    try:
+        return EntryKind(kind)
+    except ValueError:
+        raise e.InvalidRequest("kind must be 'credit' or 'debit'.", field="kind") from None
+
+
+def _history_stmt(
+    mandate: str,
+    equal: Mapping[str, str | None],
+    since: datetime | None,
+    until: datetime | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> Any:
+    """The page query of ``history``: entries of ``mandate`` whose columns equal
+    the given (non-None) values, in ``since <= posted_at < until``, newest first,
+    after the cursor, one more than ``limit`` to tell whether more follow."""
+    c = entries.c
+    conds = [c.mandate_id == mandate]
+    conds += [c[name] == value for name, value in equal.items() if value is not None]
+    if since is not None:
+        conds.append(c.posted_at >= since)
+    if until is not None:
+        conds.append(c.posted_at < until)
+    if after is not None:
+        conds.append(
+            or_(c.posted_at < after[0], and_(c.posted_at == after[0], c.entry_id < after[1]))
+        )
+    return (
+        select(entries)
+        .where(*conds)
+        .order_by(c.posted_at.desc(), c.entry_id.desc())
+        .limit(limit + 1)
+    )
 
 
 def _encode_cursor(entry: Entry) -> str:

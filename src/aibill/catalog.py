@@ -38,15 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import (
-    MAX_EMAX,
-    MIN_EMIN,
-    Context,
     Decimal,
-    DivisionByZero,
-    Inexact,
-    InvalidOperation,
-    Overflow,
-    Rounded,
 )
 from itertools import combinations
 from typing import Final
@@ -61,6 +53,7 @@ from genai_prices.units import UnitDef, UnitRegistry
 from genai_prices.validation import validate_priced_units
 
 from aibill.domain.errors import InvalidRequest, UnknownModel
+from aibill.domain.pricing_rules import EXACT
 from aibill.domain.times import check_time
 from aibill.domain.usage import (
     COUNT_FIELDS,
@@ -78,12 +71,7 @@ CATALOG_CURRENCY: Final = "USD"
 # Every price in the catalog is in USD and every cost is computed in this
 # context: it is wide enough for any count aibill accepts and raises instead
 # of rounding, so a cost is either exact or an error.
-_EXACT: Final = Context(
-    prec=120,
-    Emax=MAX_EMAX,
-    Emin=MIN_EMIN,
-    traps=[InvalidOperation, DivisionByZero, Overflow, Inexact, Rounded],
-)
+_EXACT: Final = EXACT  # the domain's exact arithmetic: raises rather than round
 _ZERO: Final = Decimal(0)
 
 

@@ -122,6 +122,18 @@ class CostComponent:
     direction: str | None
     token_type: str | None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the cost as a decimal string, the tier in words."""
+        return {
+            "usage_key": self.usage_key,
+            "price_key": self.price_key,
+            "quantity": self.quantity,
+            "unit_price": self.unit_price,
+            "per": self.per,
+            "tier": "base" if self.tier_start is None else f"above {self.tier_start}",
+            "cost": str(self.cost),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderCost:
@@ -188,18 +200,7 @@ class ProviderCost:
             "total": str(self.total),
             "input_cost": str(self.input_cost),
             "output_cost": str(self.output_cost),
-            "components": [
-                {
-                    "usage_key": c.usage_key,
-                    "price_key": c.price_key,
-                    "quantity": c.quantity,
-                    "unit_price": c.unit_price,
-                    "per": c.per,
-                    "tier": "base" if c.tier_start is None else f"above {c.tier_start}",
-                    "cost": str(c.cost),
-                }
-                for c in self.components
-            ],
+            "components": [c.to_dict() for c in self.components],
             "usage": {name: getattr(self.usage, name) for name in COUNT_FIELDS},
             "at": self.at.isoformat(),
             "source": self.source,

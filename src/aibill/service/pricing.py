@@ -907,7 +907,7 @@ class Pricing:
             "usage": None if cost.usage is None else _usage_dict(cost.usage),
             "price": cost.price,
             "unit_prices": {c.price_key: c.unit_price for c in cost.components},
-            "components": [_component_dict(c) for c in cost.components],
+            "components": [c.to_dict() for c in cost.components],
             "provider_cost": str(cost.total),
             "provider_currency": cost.currency,
             "fx": fx,
@@ -1305,18 +1305,6 @@ _USAGE_FIELDS: Final = (
 
 def _usage_dict(usage: Usage) -> dict[str, int]:
     return {name: getattr(usage, name) for name in _USAGE_FIELDS}
-
-
-def _component_dict(c: CostComponent) -> dict[str, Any]:
-    return {
-        "usage_key": c.usage_key,
-        "price_key": c.price_key,
-        "quantity": c.quantity,
-        "unit_price": c.unit_price,
-        "per": c.per,
-        "tier": "base" if c.tier_start is None else f"above {c.tier_start}",
-        "cost": str(c.cost),
-    }
 
 
 def _custom_cost(price: CustomPrice, usage: Usage) -> tuple[Decimal, tuple[CostComponent, ...]]:

@@ -2,8 +2,9 @@
 other in a cycle (docs/architecture.md, "Layers").
 
 Every module under ``src/aibill`` is parsed with ``ast``; every import counts,
-at any level (inside functions too). Imports under ``if TYPE_CHECKING:`` count
-for the layer rules but not for cycles: they are annotations only, never run.
+at any level (inside functions too), ``if TYPE_CHECKING:`` imports included:
+an annotation that needs a module above, or one that imports back, is the
+same dependency as a run-time import.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ class Import:
     source: str
     target: str
     line: int
-    type_only: bool
 
 
 def _modules() -> dict[str, Path]:
@@ -69,21 +69,8 @@ def _resolve(name: str) -> str:
     return name
 
 
-def _type_only_nodes(tree: ast.Module) -> set[int]:
-    """The ids of the import nodes under ``if TYPE_CHECKING:``."""
-    ids: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If):
-            test = node.test
-            name = test.attr if isinstance(test, ast.Attribute) else getattr(test, "id", None)
-            if name == "TYPE_CHECKING":
-                ids.update(id(inner) for stmt in node.body for inner in ast.walk(stmt))
-    return ids
-
-
 def _imports_of(module: str, path: Path) -> Iterator[Import]:
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    type_only = _type_only_nodes(tree)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(tree):
         targets: list[str] = []
@@ -97,7 +84,7 @@ def _imports_of(module: str, path: Path) -> Iterator[Import]:
             targets = [f"{base}.{alias.name}" for alias in node.names]
         for target in targets:
             if target == ROOT or target.startswith(ROOT + "."):
-                yield Import(module, _resolve(target), node.lineno, id(node) in type_only)
+                yield Import(module, _resolve(target), node.lineno)
 
 
 IMPORTS = [imp for module, path in MODULES.items() for imp in _imports_of(module, path)]
@@ -182,7 +169,7 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_cycles() -> None:
     edges: dict[str, set[str]] = {}
     for imp in IMPORTS:
-        if not imp.type_only and imp.target != imp.source:
+        if imp.target != imp.source:
             edges.setdefault(imp.source, set()).add(imp.target)
     assert _cycles(edges) == []
 
@@ -192,14 +179,14 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 
 def test_an_upward_import_is_refused() -> None:
-    assert _refusal(Import("aibill.domain.money", "aibill.store.fast", 1, False))
-    assert _refusal(Import("aibill.store.tx", "aibill.service.hooks", 1, False))
-    assert _refusal(Import("aibill.client", "aibill.web.forms", 1, False))
-    assert _refusal(Import("aibill.compat.gateway", "aibill", 1, False))
-    assert _refusal(Import("aibill.web.forms", "aibill.api.errors", 1, False))
-    assert _refusal(Import("aibill.api.docs", "aibill.web.routing", 1, False))
-    assert _refusal(Import("aibill.api.app", "aibill.web.routing", 1, False)) is None
-    assert _refusal(Import("aibill.service.billing", "aibill.store.tx", 1, False)) is None
+    assert _refusal(Import("aibill.domain.money", "aibill.store.fast", 1))
+    assert _refusal(Import("aibill.store.tx", "aibill.service.hooks", 1))
+    assert _refusal(Import("aibill.client", "aibill.web.forms", 1))
+    assert _refusal(Import("aibill.compat.gateway", "aibill", 1))
+    assert _refusal(Import("aibill.web.forms", "aibill.api.errors", 1))
+    assert _refusal(Import("aibill.api.docs", "aibill.web.routing", 1))
+    assert _refusal(Import("aibill.api.app", "aibill.web.routing", 1)) is None
+    assert _refusal(Import("aibill.service.billing", "aibill.store.tx", 1)) is None
 
 
 def test_the_client_imports_domain_types_only() -> None:

@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TextIO, Unpack
+from typing import Any, Protocol, TextIO, TypeVar, Unpack
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    Engine,
     and_,
     case,
     func,
@@ -57,8 +58,27 @@ from aibill.domain.text import check_searchable
 from aibill.domain.times import check_optional_time
 from aibill.store.schema import accounts, entries, holds, mandates, memberships, users
 
-if TYPE_CHECKING:
-    from aibill.service.billing import Billing
+T = TypeVar("T")
+
+
+class LedgerReads(Protocol):
+    """What the reports read through the ledger (``aibill.service.billing.Billing``
+    is one): its engine, clock and read transactions, a mandate's context, and
+    its history. A protocol, so that this module needs nothing from the module
+    that calls it."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+    def _now(self) -> datetime: ...
+
+    def _read(self, work: Callable[[Connection], T]) -> T: ...
+
+    def _ctx(self, conn: Connection, mandate: str) -> Any: ...
+
+    @property
+    def history(self) -> Callable[..., Page]: ...
+
 
 HISTORY_CSV_COLUMNS = (
     "entry_id",
@@ -114,7 +134,7 @@ TextOut = TextIO
 # ------------------------------------------------------------------- balances
 
 
-def balances_for_user(billing: Billing, user: str) -> list[UserBalance]:
+def balances_for_user(billing: LedgerReads, user: str) -> list[UserBalance]:
     """Every mandate ``user`` is a member of, with the balance of the account its
     billing model names for them, sorted by mandate. Read in one snapshot."""
     check_name(user, "user")
@@ -255,7 +275,7 @@ def _sort_key(keys: tuple[KeyValue, ...]) -> tuple[tuple[bool, Any], ...]:
 
 
 def usage_report(
-    billing: Billing,
+    billing: LedgerReads,
     mandate: str,
     *,
     group_by: Sequence[str] = ("day",),
@@ -452,7 +472,7 @@ def _history_cells(entry: Entry) -> list[object]:
 
 
 def iter_history_csv(
-    billing: Billing,
+    billing: LedgerReads,
     mandate: str,
     *,
     page_size: int = EXPORT_PAGE,
@@ -496,7 +516,7 @@ def usage_csv_header(keys: Sequence[str], currencies: Sequence[str]) -> list[str
 
 
 def iter_usage_report_csv(
-    billing: Billing,
+    billing: LedgerReads,
     mandate: str,
     *,
     group_by: Sequence[str] = ("day",),

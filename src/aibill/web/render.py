@@ -84,15 +84,16 @@ def sparkline(values: Sequence[Decimal], *, width: int = 120, height: int = 32) 
     if not values:
         return Markup("")
     top = max(values)
-    step = width / max(len(values) - 1, 1)
+    step = Decimal(width) / max(len(values) - 1, 1)
     pad = 2
+    hundredth = Decimal("0.01")
 
-    def y(v: Decimal) -> float:  # a pixel coordinate of the drawing, never money
+    def y(v: Decimal) -> Decimal:  # a pixel coordinate, in Decimal like the money it draws
         if top <= 0:
-            return float(height - pad)
-        return round(height - pad - float(v / top) * (height - 2 * pad), 2)
+            return Decimal(height - pad)
+        return (height - pad - v / top * (height - 2 * pad)).quantize(hundredth)
 
-    points = " ".join(f"{round(i * step, 2)},{y(v)}" for i, v in enumerate(values))
+    points = " ".join(f"{(i * step).quantize(hundredth)},{y(v)}" for i, v in enumerate(values))
     area = f"0,{height} {points} {width},{height}"
     return Markup(
         '<svg class="spark" viewBox="0 0 {w} {h}" width="{w}" height="{h}" aria-hidden="true"'

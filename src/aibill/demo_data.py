@@ -768,6 +768,12 @@ class _Filler:
     def setup(self) -> None:
         """Mandates, people, providers, roles and rules, prices, markups, limits:
         the day before the month, each skipped when already in place."""
+        self._setup_people()
+        self._setup_access()
+        self._setup_prices()
+
+    def _setup_people(self) -> None:
+        """The demo's system admin first, then its mandates and users."""
         b, n = self.ledger, self.counts
         self.clock.set(self.cal.day(-1, 8.0))
         known = {m.id for m in b.mandates()}
@@ -797,6 +803,9 @@ class _Filler:
             b.add_user(user)
             n["users"].add(user not in users)
 
+    def _setup_access(self) -> None:
+        """Providers, the custom role and rules, and the memberships."""
+        b, n = self.ledger, self.counts
         self.clock.set(self.cal.day(-1, 8.5))
         registered = {p.provider: p for p in b.access.providers()}
         for name, shown in _PROVIDERS:
@@ -834,6 +843,9 @@ class _Filler:
                     b.add_member(plan.id, user, role=role)
                 n["memberships"].add(user not in members)
 
+    def _setup_prices(self) -> None:
+        """Markups, custom prices and spending limits."""
+        b, n = self.ledger, self.counts
         self.clock.set(self.cal.day(-1, 9.5))
         for percent, of_mandate, of_provider in _MARKUPS:
             scopes = {(m.provider, m.model) for m in b.pricing.markups(of_mandate)}

@@ -368,10 +368,8 @@ def serve(
     err: TextIO | None = None,
 ) -> int:
     """Run the service until SIGTERM/SIGINT; returns the process's exit status
-    (0 after a graceful shutdown, 2 for bad settings or database, 3 when the
+    (0 after a graceful shutdown, 2 for bad settings or database, 5 when the
     server cannot start). Arguments that are not None override the settings."""
-    import uvicorn
-
     out = out or sys.stdout
     err = err or sys.stderr
 
@@ -422,6 +420,14 @@ def serve(
         f"aibill listening on {url} ({workers_n} worker process{'es' if workers_n > 1 else ''};"
         " SIGTERM or Ctrl-C stops it)"
     )
+    return _run(settings, billing, sock, workers_n)
+
+
+def _run(settings: Settings, billing: Billing, sock: socket.socket, workers_n: int) -> int:
+    """Serve on ``sock`` until SIGTERM/SIGINT: in this process with one worker,
+    or under uvicorn's supervisor with several; the exit status."""
+    import uvicorn
+
     config_kwargs: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,

@@ -77,6 +77,21 @@ def text_problem(value: str, *, multiline: bool = False) -> tuple[int, str] | No
     return found.start(), _describe(found.group())
 
 
+def _bounded_str(value: object, field: str, name: str, max_length: int) -> str:
+    """``value`` if it is a string of at most ``max_length`` characters."""
+    if not isinstance(value, str):
+        raise InvalidRequest(
+            f"{name} must be text (a string), not {type(value).__name__}.", field=field
+        )
+    if len(value) > max_length:
+        raise InvalidRequest(
+            f"{name} may have at most {max_length} characters, not {len(value)}.",
+            field=field,
+            max_length=max_length,
+        )
+    return value
+
+
 def check_text(
     value: object,
     field: str,
@@ -90,16 +105,7 @@ def check_text(
     ``InvalidRequest`` naming the field. ``required``: not empty and not only
     spaces. ``label``: what the message calls it (default: ``field``)."""
     name = label or field
-    if not isinstance(value, str):
-        raise InvalidRequest(
-            f"{name} must be text (a string), not {type(value).__name__}.", field=field
-        )
-    if len(value) > max_length:
-        raise InvalidRequest(
-            f"{name} may have at most {max_length} characters, not {len(value)}.",
-            field=field,
-            max_length=max_length,
-        )
+    value = _bounded_str(value, field, name, max_length)
     problem = text_problem(value, multiline=multiline)
     if problem is not None:
         index, what = problem
@@ -136,16 +142,7 @@ def check_searchable(value: object, field: str, *, max_length: int) -> str:
     both databases can compare, that is, valid Unicode without NUL. Looser than
     :func:`check_line`, so that values stored before a rule existed can still
     be found."""
-    if not isinstance(value, str):
-        raise InvalidRequest(
-            f"{field} must be text (a string), not {type(value).__name__}.", field=field
-        )
-    if len(value) > max_length:
-        raise InvalidRequest(
-            f"{field} may have at most {max_length} characters, not {len(value)}.",
-            field=field,
-            max_length=max_length,
-        )
+    value = _bounded_str(value, field, field, max_length)
     found = _UNSTORABLE.search(value)
     if found is not None:
         raise InvalidRequest(

@@ -715,16 +715,7 @@ class Access(SettingsService):
         platform's users (a mandate's key) is told ``NotAMember`` whether or not
         the name exists elsewhere; the system and system admins are told
         ``UnknownUser`` for a name that exists nowhere."""
-        if self._sees_all_users(conn):
-            _require_member(conn, mandate, user)
-            return
-        _require_mandate(conn, mandate)
-        m = memberships.c
-        found = conn.execute(
-            select(m.user_id).where(m.mandate_id == mandate, m.user_id == user)
-        ).first()
-        if found is None:
-            raise e.NotAMember(mandate, user)
+        _require_member(conn, mandate, user, name_unknown=self._sees_all_users(conn))
 
     def _guard(self, mandate: str, user: str, what: str, work: Callable[[], Decision]) -> Decision:
         """Run a decision; log a refusal; turn any error but the database's into one."""
@@ -913,9 +904,14 @@ def _require_user(conn: Connection, user: str) -> None:
         raise e.UnknownUser(user)
 
 
-def _require_member(conn: Connection, mandate: str, user: str) -> None:
+def _require_member(
+    conn: Connection, mandate: str, user: str, *, name_unknown: bool = True
+) -> None:
+    """``user`` is a member of ``mandate``; else ``NotAMember``, or, when
+    ``name_unknown``, ``UnknownUser`` for a name that exists nowhere."""
     _require_mandate(conn, mandate)
-    _require_user(conn, user)
+    if name_unknown:
+        _require_user(conn, user)
     m = memberships.c
     found = conn.execute(
         select(m.user_id).where(m.mandate_id == mandate, m.user_id == user)

@@ -53,6 +53,7 @@ from genai_prices.units import UnitDef, UnitRegistry
 from genai_prices.validation import validate_priced_units
 
 from aibill.domain.errors import InvalidRequest, UnknownModel
+from aibill.domain.prices import ModelPrice, PriceTier
 from aibill.domain.pricing_rules import EXACT
 from aibill.domain.times import check_time
 from aibill.domain.usage import (
@@ -73,6 +74,10 @@ CATALOG_CURRENCY: Final = "USD"
 # of rounding, so a cost is either exact or an error.
 _EXACT: Final = EXACT  # the domain's exact arithmetic: raises rather than round
 _ZERO: Final = Decimal(0)
+_MODEL_PRICE_KEYS: Final = frozenset(
+    {"input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "per_request"}
+)
+"""The prices a :class:`ModelPrice` names; the catalog's others are ``other_prices``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,61 +181,15 @@ class Catalog:
             )
         at = check_time(at, "at")
         provider_info, model_info = self._lookup(provider, model)
-        model_price = model_info.get_prices(at)
-        plan = self._plan(model_price, provider, model)
-
-        for fields, message in plan.conflicts:
-            if all(getattr(usage, name) > 0 for name in fields):
-                raise InvalidRequest(message, field=fields[0])
-
-        parts = plan.parts
-        leaves = [0] * len(parts)
-        for i, part in enumerate(parts):
-            leaf: int = getattr(usage, part.field) if part.field is not None else 0
-            for j in part.descendants:
-                leaf -= leaves[j]
-            if leaf < 0:
-                raise InvalidRequest(
-                    f"The parts reported inside {part.unit.usage_key} exceed its count "
-                    f"({getattr(usage, part.field) if part.field else 0}).",
-                    field=part.field or part.unit.usage_key,
-                )
-            leaves[i] = leaf
-
-        threshold = usage.input_tokens if plan.tiered else 0
-        components: list[CostComponent] = []
+        plan = self._plan(model_info.get_prices(at), provider, model)
+        components = _components(plan, _leaves(plan, usage), usage)
         total = input_cost = output_cost = _ZERO
-        for i in plan.order:
-            quantity = leaves[i]
-            if not quantity:
-                continue
-            part = parts[i]
-            rates = part.rates
-            rate = rates[-1]
-            for candidate in rates:
-                if candidate.tier_start is not None and threshold > candidate.tier_start:
-                    rate = candidate
-                    break
-            cost = _EXACT.divide(_EXACT.multiply(rate.price, Decimal(quantity)), rate.per)
-            total = _EXACT.add(total, cost)
-            if part.direction == "input":
-                input_cost = _EXACT.add(input_cost, cost)
-            elif part.direction == "output":
-                output_cost = _EXACT.add(output_cost, cost)
-            components.append(
-                CostComponent(
-                    part.unit.usage_key,
-                    part.unit.price_key,
-                    quantity,
-                    rate.shown,
-                    part.unit.per,
-                    rate.tier_start,
-                    cost,
-                    part.direction,
-                    part.token_type,
-                )
-            )
-
+        for component in components:
+            total = _EXACT.add(total, component.cost)
+            if component.direction == "input":
+                input_cost = _EXACT.add(input_cost, component.cost)
+            elif component.direction == "output":
+                output_cost = _EXACT.add(output_cost, component.cost)
         return ProviderCost(
             provider,
             provider_info.id,
@@ -241,10 +200,51 @@ class Catalog:
             total,
             input_cost,
             output_cost,
-            tuple(components),
+            components,
             usage,
             at,
             self._source,
+        )
+
+    def model_price(self, provider: str, model: str, at: datetime) -> ModelPrice:
+        """The prices of ``model`` of ``provider`` in force at ``at``, as
+        :meth:`price` applies them (the model matched as a call's is), for no
+        mandate. Raises ``UnknownModel`` for a model the catalog lacks."""
+        _, info = self._lookup(provider, model)
+        main: dict[str, Decimal] = {}
+        other: dict[str, Decimal] = {}
+        tiers: list[PriceTier] = []
+        for price_key, value in vars(info.get_prices(at)).items():
+            if price_key.startswith("_") or not isinstance(value, Decimal | TieredPrices):
+                continue
+            # Per-request fees are per thousand requests in the catalog, per request here.
+            name, per = ("per_request", 1000) if price_key == "requests_kcount" else (price_key, 1)
+            base = value.base if isinstance(value, TieredPrices) else value
+            (main if name in _MODEL_PRICE_KEYS else other)[name] = _per_unit(base, per)
+            if isinstance(value, TieredPrices):
+                tiers += [PriceTier(name, t.start, _per_unit(t.price, per)) for t in value.tiers]
+        return ModelPrice(
+            provider=provider,
+            model=model,
+            model_matched=info.id,
+            model_name=info.name,
+            scope="catalog",
+            source=self._source,
+            catalog_version=self._version,
+            currency=CATALOG_CURRENCY,
+            input_mtok=main.get("input_mtok"),
+            output_mtok=main.get("output_mtok"),
+            cache_read_mtok=main.get("cache_read_mtok"),
+            cache_write_mtok=main.get("cache_write_mtok"),
+            per_request=main.get("per_request"),
+            other_prices=other,
+            tiers=tuple(sorted(tiers, key=lambda t: (t.above_input_tokens, t.price_key))),
+            context_window=info.context_window,
+            output_limit=self.output_limit(provider, model),
+            price_id=None,
+            valid_from=None,
+            mandate=None,
+            at=at,
         )
 
     # -- lookups ---------------------------------------------------------------
@@ -376,6 +376,63 @@ class Catalog:
             tiered=any(isinstance(value, TieredPrices) for _, value in priced),
             conflicts=tuple(conflicts),
         )
+
+
+def _leaves(plan: _Plan, usage: Usage) -> list[int]:
+    """Each part's own count: its usage count less the parts nested in it (a
+    part the model prices separately is charged at its own price only)."""
+    for fields, message in plan.conflicts:
+        if all(getattr(usage, name) > 0 for name in fields):
+            raise InvalidRequest(message, field=fields[0])
+    leaves = [0] * len(plan.parts)
+    for i, part in enumerate(plan.parts):
+        leaf: int = getattr(usage, part.field) if part.field is not None else 0
+        for j in part.descendants:
+            leaf -= leaves[j]
+        if leaf < 0:
+            raise InvalidRequest(
+                f"The parts reported inside {part.unit.usage_key} exceed its count "
+                f"({getattr(usage, part.field) if part.field else 0}).",
+                field=part.field or part.unit.usage_key,
+            )
+        leaves[i] = leaf
+    return leaves
+
+
+def _components(plan: _Plan, leaves: list[int], usage: Usage) -> tuple[CostComponent, ...]:
+    """The cost of every part with a non-zero count, each at the price of the
+    highest tier the call's input is above (tiers are cliffs)."""
+    threshold = usage.input_tokens if plan.tiered else 0
+    components: list[CostComponent] = []
+    for i in plan.order:
+        quantity = leaves[i]
+        if not quantity:
+            continue
+        part = plan.parts[i]
+        rate = part.rates[-1]
+        for candidate in part.rates:
+            if candidate.tier_start is not None and threshold > candidate.tier_start:
+                rate = candidate
+                break
+        components.append(
+            CostComponent(
+                part.unit.usage_key,
+                part.unit.price_key,
+                quantity,
+                rate.shown,
+                part.unit.per,
+                rate.tier_start,
+                _EXACT.divide(_EXACT.multiply(rate.price, Decimal(quantity)), rate.per),
+                part.direction,
+                part.token_type,
+            )
+        )
+    return tuple(components)
+
+
+def _per_unit(price: Decimal, per: int) -> Decimal:
+    """A catalog price per ``per`` units, per unit, exactly."""
+    return price if per == 1 else _EXACT.divide(price, Decimal(per))
 
 
 def _rates(value: Decimal | TieredPrices, per: int) -> tuple[_Rate, ...]:

@@ -1,6 +1,7 @@
 """The values of pricing: exchange rates, markups, custom and catalog prices,
 and the charge a model call is billed (see ``aibill.service.pricing`` for how
-they are set and applied, and ``docs/pricing.md``)."""
+they are set and applied, and ``docs/pricing.md``); and the checks every
+pricing setting passes before it is stored (concepts.md rule 12)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,63 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from aibill.domain.errors import InvalidAmount
-from aibill.domain.money import to_decimal
+from aibill.domain.errors import InvalidAmount, InvalidRequest
+from aibill.domain.money import check_currency, to_decimal
+from aibill.domain.text import check_line
 from aibill.domain.usage import Usage
 
 __all__ = [
+    "DEFAULT_MARKUP_PERCENT",
+    "MAX_MARKUP_PERCENT",
     "MAX_PICO",
+    "MODEL_MAX_LENGTH",
+    "MTOK_PRICE_PLACES",
     "PICO_PER_UNIT",
+    "PRICE_MAX",
+    "PROVIDER_MAX_LENGTH",
+    "RATE_MAX",
+    "RATE_MAX_DIGITS",
+    "REQUEST_PRICE_PLACES",
     "Charge",
     "CustomPrice",
     "ExchangeRate",
     "Markup",
     "ModelPrice",
     "PriceTier",
+    "check_currency_pair",
+    "check_label",
+    "check_markup_percent",
+    "check_optional_price",
+    "check_output_limit",
+    "check_price",
     "check_provider_cost",
+    "check_provider_currency",
+    "check_rate",
+    "check_rate_source",
     "parse_decimal",
 ]
 
 PICO_PER_UNIT: Final = 10**12
 MAX_PICO: Final = 2**63 - 1  # the entries' provider_cost_pico is a 64-bit integer
+
+DEFAULT_MARKUP_PERCENT: Final = Decimal("50")
+"""The platform's margin when no markup is set (the seed's value)."""
+MAX_MARKUP_PERCENT: Final = Decimal("1000")
+
+RATE_MAX_DIGITS: Final = 12
+"""An exchange rate has at most 12 significant digits and 12 decimal places."""
+RATE_MAX: Final = Decimal(10) ** 9
+
+PRICE_MAX: Final = Decimal(10) ** 6
+"""Largest custom price aibill accepts: a million per million tokens, or per request."""
+MTOK_PRICE_PLACES: Final = 6
+"""A price per million tokens has at most six decimals: then every token count
+times the price is an exact number of pico-units (10^-12)."""
+REQUEST_PRICE_PLACES: Final = 12
+
+PROVIDER_MAX_LENGTH: Final = 64
+MODEL_MAX_LENGTH: Final = 160
+RATE_SOURCE_MAX_LENGTH: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +279,108 @@ def check_provider_cost(value: object) -> Decimal:
             f"provider_cost {cost} is larger than aibill accepts.", field="provider_cost"
         )
     return Decimal(format(cost.normalize(), "f"))
+
+
+def check_provider_currency(value: object) -> str:
+    """The currency a caller's provider cost is in, as ``check_currency`` checks
+    it, the refusal naming ``provider_currency``."""
+    try:
+        return check_currency(value)  # type: ignore[arg-type]
+    except InvalidRequest as exc:
+        raise InvalidRequest(
+            exc.message.replace("currency", "provider_currency", 1), field="provider_currency"
+        ) from None
+
+
+def check_markup_percent(value: object) -> Decimal:
+    """A markup in percent: from 0 to ``MAX_MARKUP_PERCENT``, at most six decimals."""
+    pct = parse_decimal(value, "percent", max_places=6, max_digits=12)
+    if pct > MAX_MARKUP_PERCENT:
+        raise InvalidAmount(
+            f"percent must be from 0 to {MAX_MARKUP_PERCENT}, not {pct}.", field="percent"
+        )
+    return pct
+
+
+def check_rate(value: object, field: str = "rate") -> Decimal:
+    """An exchange rate: positive, at most ``RATE_MAX``, 12 significant digits
+    and 12 decimals."""
+    rate = parse_decimal(value, field, max_places=RATE_MAX_DIGITS, max_digits=RATE_MAX_DIGITS)
+    if rate <= 0:
+        raise InvalidAmount(f"{field} must be positive, not {rate}.", field=field)
+    if rate > RATE_MAX:
+        raise InvalidAmount(f"{field} {rate} is larger than aibill accepts.", field=field)
+    return rate
+
+
+def check_currency_pair(base: object, quote: object) -> tuple[str, str]:
+    """The two currencies of an exchange rate, which must differ; a refusal
+    names ``base`` or ``quote``."""
+    try:
+        base = check_currency(base)  # type: ignore[arg-type]
+    except InvalidRequest as exc:
+        raise InvalidRequest(exc.message.replace("currency", "base", 1), field="base") from None
+    try:
+        quote = check_currency(quote)  # type: ignore[arg-type]
+    except InvalidRequest as exc:
+        raise InvalidRequest(exc.message.replace("currency", "quote", 1), field="quote") from None
+    if base == quote:
+        raise InvalidRequest(
+            f"An exchange rate needs two different currencies, not {base} to {quote}; "
+            "the same currency always converts at 1.",
+            field="quote",
+        )
+    return base, quote
+
+
+def check_rate_source(source: object) -> str | None:
+    """Where an exchange rate came from: a line of text, or None."""
+    if source is None:
+        return None
+    return check_line(source, "source", max_length=RATE_SOURCE_MAX_LENGTH)
+
+
+def check_label(value: object, field: str, max_length: int) -> str:
+    """A provider or model name as pricing matches it: a non-empty printable
+    string without surrounding spaces, at most ``max_length`` characters."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or value != value.strip()
+        or len(value) > max_length
+        or not value.isprintable()
+    ):
+        raise InvalidRequest(
+            f"{field} must be a non-empty string of at most {max_length} printable characters "
+            f"without surrounding spaces, not {value!r}.",
+            field=field,
+        )
+    return value
+
+
+def check_price(value: object, field: str, places: int) -> Decimal:
+    """A custom price: from 0 to ``PRICE_MAX``, at most ``places`` decimals."""
+    price = parse_decimal(value, field, max_places=places, max_digits=places + 7)
+    if price > PRICE_MAX:
+        raise InvalidAmount(f"{field} {price} is larger than aibill accepts.", field=field)
+    return price
+
+
+def check_optional_price(value: object, field: str, places: int) -> Decimal | None:
+    """A custom price, or None where the price has no such part."""
+    return None if value is None else check_price(value, field, places)
+
+
+def check_output_limit(value: object) -> int | None:
+    """A model's maximum output tokens: a positive int, or None when unknown."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequest(
+            f"output_limit must be a positive int or None, not {value!r}.",
+            field="output_limit",
+        )
+    return value
 
 
 def _str_or_none(value: object) -> str | None:

@@ -19,13 +19,13 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection
 
 from aibill.domain import errors as e
 from aibill.domain.audit import AuditPage, AuditRecord
 from aibill.domain.principal import Principal
 from aibill.domain.times import check_time
-from aibill.store.schema import audit_log, platform_audit_log
+from aibill.store import audit as audit_store
 
 __all__ = ["MAX_PAGE", "AuditPage", "AuditRecord", "jsonable", "read", "record"]
 
@@ -70,10 +70,7 @@ def record(
         "before": None if before is None else jsonable(before),
         "after": None if after is None else jsonable(after),
     }
-    if mandate is None:
-        conn.execute(platform_audit_log.insert().values(**values))
-    else:
-        conn.execute(audit_log.insert().values(mandate_id=mandate, **values))
+    audit_store.insert_record(conn, mandate, values)
 
 
 def read(
@@ -82,15 +79,8 @@ def read(
     """A page of a mandate's audit log (or the platform's), newest first."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise e.InvalidRequest(f"limit must be from 1 to {MAX_PAGE}.", field="limit")
-    table = platform_audit_log if mandate is None else audit_log
-    c = table.c
-    conds = [] if mandate is None else [c.mandate_id == mandate]
-    if cursor:
-        at, audit_id = _decode(cursor)
-        conds.append(or_(c.at < at, and_(c.at == at, c.audit_id < audit_id)))
-    rows = conn.execute(
-        select(table).where(*conds).order_by(c.at.desc(), c.audit_id.desc()).limit(limit + 1)
-    ).all()
+    after = _decode(cursor) if cursor else None
+    rows = audit_store.newest(conn, mandate, rows=limit + 1, after=after)
     records = [
         AuditRecord(
             id=r.audit_id,

@@ -32,25 +32,37 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Connection, Table, and_, or_, select, update
+from sqlalchemy import Connection, Row
 
 from aibill.domain import errors as e
 from aibill.domain.errors import InvalidApiKey, UnknownApiKey
-from aibill.domain.keys import ADMIN_PREFIX, MEMBER_PREFIX, ApiKey, CreatedKey
+from aibill.domain.keys import (
+    ADMIN_PREFIX,
+    KEY_ID_HEX,
+    MEMBER_PREFIX,
+    SECRET_BYTES,
+    ApiKey,
+    CreatedKey,
+    ParsedKey,
+    check_scopes,
+    format_key,
+    hash_secret,
+    key_refusal,
+    parse_key,
+)
 from aibill.domain.model import check_name
 from aibill.domain.principal import Principal, PrincipalKind, Scope
 from aibill.domain.text import check_line, check_text
 from aibill.domain.times import check_optional_time
 from aibill.service.hooks import SettingsService
-from aibill.store.schema import api_keys, mandates, memberships, platform_admins, users
-from aibill.store.schema import platform_api_keys as platform_keys
+from aibill.store import access as access_store
+from aibill.store import decisions
+from aibill.store import keys as keys_store
 
 __all__ = [
     "ADMIN_PREFIX",
@@ -71,109 +83,19 @@ __all__ = [
     "parse_key",
 ]
 
-T = TypeVar("T")
 log = logging.getLogger("aibill.keys")
 
-KEY_ID_HEX = 12
-SECRET_BYTES = 32
 MAX_NAME_LENGTH = 128
 DEFAULT_SCOPES: tuple[str, ...] = (Scope.USE.value,)
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 """``last_used_at`` is written at most once per this interval per key."""
 
-_KEY_ID = rf"[0-9a-f]{{{KEY_ID_HEX}}}"
-_SECRET = rf"[0-9a-f]{{{SECRET_BYTES * 2}}}"
-_MEMBER_KEY = re.compile(
-    r"aibill_(?P<mandate>[A-Za-z0-9][A-Za-z0-9_.@-]{0,127})"
-    rf"_(?P<key_id>{_KEY_ID})_(?P<secret>{_SECRET})"
-)
-_ADMIN_KEY = re.compile(rf"aibill-admin_(?P<key_id>{_KEY_ID})_(?P<secret>{_SECRET})")
-_MAX_KEY_LENGTH = len(MEMBER_PREFIX) + 128 + 1 + KEY_ID_HEX + 1 + SECRET_BYTES * 2
 # Compared against when no key row exists, so that an unknown key id costs the
 # same hash comparison as a known one.
 _DUMMY_HASH = hashlib.sha256(b"aibill: no such key").hexdigest()
 
 
-def key_refusal(
-    *,
-    revoked_at: datetime | None,
-    expires_at: datetime | None,
-    holder: bool,
-    admin: bool,
-    now: datetime,
-) -> str | None:
-    """Why a key whose secret matched no longer works at ``now``, or None when it
-    works: revoked, expired, or its user no longer holds the right to it (no
-    longer a member of the key's mandate; for an ``admin`` key, no longer a
-    system admin). The one rule for an API call (:meth:`Keys.authenticate`)
-    and for a web session opened with the key (``service.sessions``)."""
-    if revoked_at is not None:
-        return "revoked"
-    if expires_at is not None and expires_at <= now:
-        return "expired"
-    if not holder:
-        if admin:
-            return "user is no longer a system admin"
-        return "user is no longer a member of the mandate"
-    return None
-
-
-def hash_secret(secret: str) -> str:
-    """SHA-256 (hex) of a key's secret part: what the store keeps."""
-    return hashlib.sha256(secret.encode("ascii")).hexdigest()
-
-
-def format_key(mandate: str | None, key_id: str, secret: str) -> str:
-    """The key string for a member's key (``mandate`` given) or an admin's key."""
-    if mandate is None:
-        return f"{ADMIN_PREFIX}{key_id}_{secret}"
-    return f"{MEMBER_PREFIX}{mandate}_{key_id}_{secret}"
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedKey:
-    mandate: str | None
-    key_id: str
-    secret: str = field(repr=False)
-
-
-def parse_key(key: object) -> ParsedKey | None:
-    """Split a key string into mandate (None: an admin key), key id and secret;
-    None when it is not shaped like an aibill key. Needs no lookup."""
-    if not isinstance(key, str):
-        return None
-    key = key.strip()
-    if len(key) > _MAX_KEY_LENGTH:
-        return None
-    if key.startswith(ADMIN_PREFIX):
-        m = _ADMIN_KEY.fullmatch(key)
-        return None if m is None else ParsedKey(None, m["key_id"], m["secret"])
-    m = _MEMBER_KEY.fullmatch(key)
-    return None if m is None else ParsedKey(m["mandate"], m["key_id"], m["secret"])
-
-
-def check_scopes(scopes: Iterable[str]) -> frozenset[Scope]:
-    """At least one scope, each one of :class:`Scope`'s values."""
-    if isinstance(scopes, str) or not isinstance(scopes, Iterable):
-        raise e.InvalidRequest(
-            f"scopes must be a list of scopes such as ['billing:use'], not {scopes!r}.",
-            field="scopes",
-        )
-    found: set[Scope] = set()
-    for s in scopes:
-        try:
-            found.add(Scope(s))
-        except ValueError:
-            raise e.InvalidRequest(
-                f"Unknown scope {s!r}; the scopes are {', '.join(x.value for x in Scope)}.",
-                field="scopes",
-            ) from None
-    if not found:
-        raise e.InvalidRequest("An API key needs at least one scope.", field="scopes")
-    return frozenset(found)
-
-
-def _key_from_row(row: Any, mandate: str | None) -> ApiKey:
+def _key_from_row(row: Row[Any], mandate: str | None) -> ApiKey:
     return ApiKey(
         key_id=row.key_id,
         mandate=mandate,
@@ -185,11 +107,6 @@ def _key_from_row(row: Any, mandate: str | None) -> ApiKey:
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
     )
-
-
-def _key_columns(table: Table) -> list[Any]:
-    """Every column but the hash: what lists and lookups read."""
-    return [c for c in table.c if c.name != "secret_hash"]
 
 
 class Keys(SettingsService):
@@ -211,15 +128,8 @@ class Keys(SettingsService):
             raise e.InvalidRequest(f"Not an API key id: {key_id!r}.", field="key_id")
         return check_line(key_id, "key_id", max_length=32)
 
-    @staticmethod
-    def _where(mandate: str | None, key_id: str) -> tuple[Table, Any]:
-        if mandate is None:
-            return platform_keys, platform_keys.c.key_id == key_id
-        return api_keys, and_(api_keys.c.mandate_id == mandate, api_keys.c.key_id == key_id)
-
     def _get(self, conn: Connection, key_id: str, mandate: str | None) -> ApiKey:
-        table, where = self._where(mandate, key_id)
-        row = conn.execute(select(*_key_columns(table)).where(where)).first()
+        row = keys_store.key(conn, mandate, key_id)
         if row is None:
             raise UnknownApiKey(key_id, mandate)
         return _key_from_row(row, mandate)
@@ -261,21 +171,6 @@ class Keys(SettingsService):
             # collision), the retry draws a new one.
             key_id = secrets.token_hex(KEY_ID_HEX // 2)
             secret = secrets.token_hex(SECRET_BYTES)
-            values: dict[str, Any] = {
-                "key_id": key_id,
-                "user_id": user,
-                "name": name,
-                "secret_hash": hash_secret(secret),
-                "scopes": sorted(s.value for s in wanted),
-                "created_at": now,
-                "expires_at": expires_at,
-                "revoked_at": None,
-                "last_used_at": None,
-            }
-            if mandate is None:
-                conn.execute(platform_keys.insert(), values)
-            else:
-                conn.execute(api_keys.insert(), {"mandate_id": mandate, **values})
             info = ApiKey(
                 key_id=key_id,
                 mandate=mandate,
@@ -287,6 +182,7 @@ class Keys(SettingsService):
                 revoked_at=None,
                 last_used_at=None,
             )
+            keys_store.insert_key(conn, mandate, _stored(info, hash_secret(secret)))
             log.info("api key %s created for %s", info.prefix, user)
             self._auditor(conn, mandate, "api_key.create", info.prefix, None, info)
             return CreatedKey(format_key(mandate, key_id, secret), info)
@@ -295,35 +191,20 @@ class Keys(SettingsService):
 
     def _check_holder(self, conn: Connection, user: str, mandate: str | None) -> None:
         if mandate is None:
-            if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first() is None:
+            if not access_store.user_exists(conn, user):
                 raise e.UnknownUser(user)
-            admin = conn.execute(
-                select(platform_admins.c.user_id).where(platform_admins.c.user_id == user)
-            ).first()
-            if admin is None:
+            if not decisions.is_sysadmin(conn, user):
                 raise e.PermissionDenied(
                     f"User {user!r} is not a system admin, so cannot hold a platform key.",
                     user=user,
                 )
             return
-        known = conn.execute(
-            select(mandates.c.mandate_id).where(mandates.c.mandate_id == mandate)
-        ).first()
-        if known is None:
+        if not access_store.mandate_exists(conn, mandate):
             raise e.UnknownMandate(mandate)
-        member = conn.execute(
-            select(memberships.c.user_id).where(
-                memberships.c.mandate_id == mandate, memberships.c.user_id == user
-            )
-        ).first()
-        if member is None:
+        if not decisions.is_member(conn, mandate, user):
             # A mandate's admin learns only that the user is not a member
             # (docs/access.md, "What a mandate may learn about users").
-            if (
-                self._sees_all_users(conn)
-                and conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first()
-                is None
-            ):
+            if self._sees_all_users(conn) and not access_store.user_exists(conn, user):
                 raise e.UnknownUser(user)
             raise e.NotAMember(mandate, user)
 
@@ -339,11 +220,7 @@ class Keys(SettingsService):
             key = self._get(conn, key_id, mandate)
             if key.revoked_at is not None:
                 return key
-            now = self._now()
-            table, where = self._where(mandate, key_id)
-            conn.execute(
-                update(table).where(where, table.c.revoked_at.is_(None)).values(revoked_at=now)
-            )
+            keys_store.revoke_key(conn, mandate, key_id, at=self._now())
             log.info("api key %s revoked", key.prefix)
             revoked = self._get(conn, key_id, mandate)
             self._auditor(conn, mandate, "api_key.revoke", key.prefix, key, revoked)
@@ -369,19 +246,9 @@ class Keys(SettingsService):
 
         def work(conn: Connection) -> list[ApiKey]:
             self._authorize(conn, mandate, Scope.ADMIN)
-            if mandate is None:
-                table: Table = platform_keys
-                stmt = select(*_key_columns(table))
-            else:
-                known = conn.execute(
-                    select(mandates.c.mandate_id).where(mandates.c.mandate_id == mandate)
-                ).first()
-                if known is None:
-                    raise e.UnknownMandate(mandate)
-                table = api_keys
-                stmt = select(*_key_columns(table)).where(table.c.mandate_id == mandate)
-            rows = conn.execute(stmt.order_by(table.c.created_at, table.c.key_id)).all()
-            return [_key_from_row(r, mandate) for r in rows]
+            if mandate is not None and not access_store.mandate_exists(conn, mandate):
+                raise e.UnknownMandate(mandate)
+            return [_key_from_row(r, mandate) for r in keys_store.list_keys(conn, mandate)]
 
         return self._read(work)
 
@@ -406,7 +273,7 @@ class Keys(SettingsService):
             if parsed.mandate is None
             else f"{MEMBER_PREFIX}{parsed.mandate}_{parsed.key_id}_"
         )
-        row = self._read(lambda conn: self._lookup(conn, parsed))
+        row = self._read(lambda conn: keys_store.credentials(conn, parsed.mandate, parsed.key_id))
         stored = _DUMMY_HASH if row is None else row.secret_hash
         matches = hmac.compare_digest(presented.encode("ascii"), stored.encode("ascii"))
         now = self._now()
@@ -435,60 +302,35 @@ class Keys(SettingsService):
             return Principal(PrincipalKind.SYSADMIN, row.user_id, None, scopes, parsed.key_id)
         return Principal(PrincipalKind.USER, row.user_id, parsed.mandate, scopes, parsed.key_id)
 
-    @staticmethod
-    def _lookup(conn: Connection, parsed: ParsedKey) -> Any:
-        """The key's row and whether its user still holds the right to it."""
-        if parsed.mandate is None:
-            k = platform_keys.c
-            stmt = (
-                select(
-                    k.user_id,
-                    k.secret_hash,
-                    k.scopes,
-                    k.expires_at,
-                    k.revoked_at,
-                    k.last_used_at,
-                    platform_admins.c.user_id.is_not(None).label("holder"),
-                )
-                .select_from(
-                    platform_keys.outerjoin(platform_admins, platform_admins.c.user_id == k.user_id)
-                )
-                .where(k.key_id == parsed.key_id)
-            )
-        else:
-            k = api_keys.c
-            m = memberships.c
-            stmt = (
-                select(
-                    k.user_id,
-                    k.secret_hash,
-                    k.scopes,
-                    k.expires_at,
-                    k.revoked_at,
-                    k.last_used_at,
-                    m.user_id.is_not(None).label("holder"),
-                )
-                .select_from(
-                    api_keys.outerjoin(
-                        memberships, and_(m.mandate_id == k.mandate_id, m.user_id == k.user_id)
-                    )
-                )
-                .where(k.mandate_id == parsed.mandate, k.key_id == parsed.key_id)
-            )
-        return conn.execute(stmt).first()
-
     def _touch(self, parsed: ParsedKey, now: datetime) -> None:
         """Record the use; conditional, so racing requests write it once. A
         failure here is logged and does not refuse the key."""
-        table, where = self._where(parsed.mandate, parsed.key_id)
-        due = or_(
-            table.c.last_used_at.is_(None), table.c.last_used_at <= now - LAST_USED_GRANULARITY
-        )
 
         def work(conn: Connection) -> None:
-            conn.execute(update(table).where(where, due).values(last_used_at=now))
+            keys_store.record_use(
+                conn,
+                parsed.mandate,
+                parsed.key_id,
+                at=now,
+                stale_at=now - LAST_USED_GRANULARITY,
+            )
 
         try:
             self._write(work)
         except e.StoreUnavailable as exc:
             log.warning("could not record the use of api key %s: %s", parsed.key_id, exc)
+
+
+def _stored(info: ApiKey, secret_hash: str) -> dict[str, Any]:
+    """A new key's row, by column (``mandate_id`` aside)."""
+    return {
+        "key_id": info.key_id,
+        "user_id": info.user,
+        "name": info.name,
+        "secret_hash": secret_hash,
+        "scopes": sorted(s.value for s in info.scopes),
+        "created_at": info.created_at,
+        "expires_at": info.expires_at,
+        "revoked_at": None,
+        "last_used_at": None,
+    }

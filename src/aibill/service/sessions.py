@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, delete, or_, select, update
+from sqlalchemy import Connection
 
 from aibill.domain import errors as e
+from aibill.domain.keys import key_refusal
 from aibill.domain.model import check_name
 from aibill.domain.principal import Principal, PrincipalKind, Scope
 from aibill.domain.sessions import (
@@ -50,15 +51,7 @@ from aibill.domain.sessions import (
     WebSession,
 )
 from aibill.service.hooks import SettingsService
-from aibill.service.keys import key_refusal
-from aibill.store.schema import (
-    api_keys,
-    memberships,
-    platform_admins,
-    platform_api_keys,
-    platform_web_sessions,
-    web_sessions,
-)
+from aibill.store import sessions as sessions_store
 
 __all__ = [
     "DEFAULT_ABSOLUTE",
@@ -140,13 +133,6 @@ def _parse(token: object) -> _Token | None:
     return _Token(mandate, session_id, secret)
 
 
-def _table(mandate: str | None) -> tuple[Table, Any]:
-    """The session table for a mandate (None: the platform's) and the row's condition."""
-    if mandate is None:
-        return platform_web_sessions, None
-    return web_sessions, web_sessions.c.mandate_id == mandate
-
-
 class Sessions(SettingsService):
     """Open, resume and close the dashboard's sessions.
 
@@ -171,20 +157,19 @@ class Sessions(SettingsService):
 
         def work(conn: Connection) -> WebSession:
             now = self._now()
-            table, where = _table(mandate)
-            ended = or_(table.c.expires_at <= now, table.c.last_seen_at <= now - self.policy.idle)
-            conn.execute(delete(table).where(*(w for w in (where, ended) if w is not None)))
-            values: dict[str, Any] = {
-                "session_id": session_id,
-                "key_id": principal.key_id,
-                "secret_hash": _hash(secret),
-                "created_at": now,
-                "expires_at": now + self.policy.absolute,
-                "last_seen_at": now,
-            }
-            if mandate is not None:
-                values["mandate_id"] = mandate
-            conn.execute(table.insert(), values)
+            sessions_store.delete_ended(conn, mandate, now=now, idle_since=now - self.policy.idle)
+            sessions_store.insert_session(
+                conn,
+                mandate,
+                {
+                    "session_id": session_id,
+                    "key_id": principal.key_id,
+                    "secret_hash": _hash(secret),
+                    "created_at": now,
+                    "expires_at": now + self.policy.absolute,
+                    "last_seen_at": now,
+                },
+            )
             return self._session(
                 session_id, principal, now, now + self.policy.absolute, now, secret
             )
@@ -201,7 +186,9 @@ class Sessions(SettingsService):
         parsed = _parse(token)
         if parsed is None:
             raise InvalidSession()
-        row = self._read(lambda conn: self._lookup(conn, parsed))
+        row = self._read(
+            lambda conn: sessions_store.session(conn, parsed.mandate, parsed.session_id)
+        )
         stored = _DUMMY_HASH if row is None else row.secret_hash
         matches = hmac.compare_digest(_hash(parsed.secret).encode(), stored.encode())
         now = self._now()
@@ -248,14 +235,16 @@ class Sessions(SettingsService):
         parsed = _parse(token)
         if parsed is None:
             return
-        row = self._read(lambda conn: self._lookup(conn, parsed))
+        row = self._read(
+            lambda conn: sessions_store.session(conn, parsed.mandate, parsed.session_id)
+        )
         if row is not None and hmac.compare_digest(
             _hash(parsed.secret).encode(), row.secret_hash.encode()
         ):
             self._delete(parsed)
             log.info("web session %s closed", parsed.session_id)
 
-    # ----------------------------------------------------------------- helpers
+    # ------------------------------------------------------------ the session
 
     def _session(
         self,
@@ -271,59 +260,25 @@ class Sessions(SettingsService):
             session_id, principal, created_at, expires_at, last_seen_at, idle_end, secret
         )
 
-    @staticmethod
-    def _lookup(conn: Connection, token: _Token) -> Any:
-        """The session's row, its key's state, and whether the key's holder
-        still holds the right to it, in one query."""
-        if token.mandate is None:
-            s, k = platform_web_sessions.c, platform_api_keys.c
-            holder = platform_admins.c.user_id.is_not(None)
-            joined = platform_web_sessions.join(platform_api_keys, k.key_id == s.key_id).outerjoin(
-                platform_admins, platform_admins.c.user_id == k.user_id
-            )
-            where = s.session_id == token.session_id
-        else:
-            s, k, m = web_sessions.c, api_keys.c, memberships.c
-            holder = m.user_id.is_not(None)
-            joined = web_sessions.join(
-                api_keys, and_(k.mandate_id == s.mandate_id, k.key_id == s.key_id)
-            ).outerjoin(memberships, and_(m.mandate_id == k.mandate_id, m.user_id == k.user_id))
-            where = and_(s.mandate_id == token.mandate, s.session_id == token.session_id)
-        stmt = (
-            select(
-                s.key_id,
-                s.secret_hash,
-                s.created_at,
-                s.expires_at,
-                s.last_seen_at,
-                k.user_id,
-                k.scopes,
-                k.expires_at.label("key_expires_at"),
-                k.revoked_at,
-                holder.label("holder"),
-            )
-            .select_from(joined)
-            .where(where)
-        )
-        return conn.execute(stmt).first()
-
-    def _where(self, token: _Token) -> tuple[Table, list[Any]]:
-        table, where = _table(token.mandate)
-        conds = [table.c.session_id == token.session_id]
-        return table, conds if where is None else [where, *conds]
-
     def _delete(self, token: _Token) -> None:
-        table, conds = self._where(token)
-        self._write(lambda conn: conn.execute(delete(table).where(*conds)))
+        self._write(
+            lambda conn: sessions_store.delete_session(conn, token.mandate, token.session_id)
+        )
 
     def _touch(self, token: _Token, now: datetime) -> None:
         """Record the request; conditional, so racing requests write once. A
         failure is logged and does not end the session."""
-        table, conds = self._where(token)
-        due = table.c.last_seen_at <= now - LAST_SEEN_GRANULARITY
-        try:
-            self._write(
-                lambda conn: conn.execute(update(table).where(*conds, due).values(last_seen_at=now))
+
+        def work(conn: Connection) -> None:
+            sessions_store.record_use(
+                conn,
+                token.mandate,
+                token.session_id,
+                at=now,
+                stale_at=now - LAST_SEEN_GRANULARITY,
             )
+
+        try:
+            self._write(work)
         except e.StoreUnavailable as exc:
             log.warning("could not record the use of web session %s: %s", token.session_id, exc)

@@ -1,5 +1,6 @@
 """Administration: mandates, users, members, roles and rules, providers, API
-keys, spending limits, markups, prices and exchange rates."""
+keys, spending limits, markups, prices and exchange rates. The commands'
+groups, names and examples are in :mod:`aibill.cli.admin_groups`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from aibill.cli.core import (
     JsonFlag,
     Since,
     State,
-    example,
     parse_money,
     parse_time,
     print_json,
@@ -38,146 +38,6 @@ When = Annotated[
     datetime | None,
     typer.Option(parser=parse_time, metavar="TIME", help="Valid from (default: now)."),
 ]
-
-
-def _group(app: typer.Typer, name: str, help_text: str) -> typer.Typer:
-    group = typer.Typer(help=help_text, no_args_is_help=True)
-    app.add_typer(group, name=name)
-    return group
-
-
-def register(app: typer.Typer) -> None:
-    mandate = _group(app, "mandate", "Mandates (tenants): create, list, show, settings.")
-    mandate.command(
-        "create", epilog=example("aibill mandate create acme --model prepay_user --currency EUR")
-    )(mandate_create)
-    mandate.command("list", epilog=example("aibill mandate list"))(mandate_list)
-    mandate.command("show", epilog=example("aibill mandate show acme"))(mandate_show)
-    mandate.command(
-        "settings",
-        epilog=example(
-            "aibill mandate settings acme",
-            "aibill mandate settings acme --billing-model prepay_user",
-            "aibill mandate settings acme --overdraft 50",
-        ),
-    )(mandate_settings)
-
-    user = _group(app, "user", "User identities.")
-    user.command("add", epilog=example("aibill user add alice"))(user_add)
-    user.command("list", epilog=example("aibill user list"))(user_list)
-    user.command("balances", epilog=example("aibill user balances alice"))(user_balances)
-
-    sysadmin = _group(app, "sysadmin", "System admins: platform-wide administrators.")
-    sysadmin.command("add", epilog=example("aibill sysadmin add platform.ops"))(sysadmin_add)
-    sysadmin.command("remove", epilog=example("aibill sysadmin remove platform.ops"))(
-        sysadmin_remove
-    )
-    sysadmin.command("check", epilog=example("aibill sysadmin check platform.ops"))(sysadmin_check)
-
-    member = _group(app, "member", "Who belongs to a mandate.")
-    member.command("add", epilog=example("aibill member add acme alice --role admin"))(member_add)
-    member.command("list", epilog=example("aibill member list acme"))(member_list)
-
-    role = _group(app, "role", "Roles of members, and a mandate's custom roles.")
-    role.command("grant", epilog=example("aibill role grant acme alice admin"))(role_grant)
-    role.command("revoke", epilog=example("aibill role revoke acme alice admin"))(role_revoke)
-    role.command(
-        "list", epilog=example("aibill role list acme", "aibill role list acme --user alice")
-    )(role_list)
-    role.command(
-        "define",
-        epilog=example("aibill role define acme auditor --description 'Reads the audit log'"),
-    )(role_define)
-
-    rule = _group(app, "rule", "Permission rules (what a role may use).")
-    rule.command(
-        "add", epilog=example("aibill rule add acme viewer resource resource.aicore.mistral view")
-    )(rule_add)
-    rule.command("list", epilog=example("aibill rule list acme"))(rule_list)
-    rule.command("remove", epilog=example("aibill rule remove acme rule_0123456789abcdef"))(
-        rule_remove
-    )
-
-    provider = _group(app, "provider", "The platform's AI provider registry.")
-    provider.command("add", epilog=example("aibill provider add openai --display-name OpenAI"))(
-        provider_add
-    )
-    provider.command("enable", epilog=example("aibill provider enable mistral"))(provider_enable)
-    provider.command("disable", epilog=example("aibill provider disable mistral"))(provider_disable)
-    provider.command("list", epilog=example("aibill provider list"))(provider_list)
-    provider.command(
-        "allowed",
-        epilog=example(
-            "aibill provider allowed acme alice", "aibill provider allowed acme alice openai"
-        ),
-    )(provider_allowed)
-
-    key = _group(app, "key", "API keys: create (the secret is shown once), list, revoke.")
-    key.command(
-        "create",
-        epilog=example(
-            "aibill key create --mandate acme --user alice --scope billing:use",
-            "aibill key create --user platform.ops --scope billing:admin  # a system admin key",
-        ),
-    )(key_create)
-    key.command("list", epilog=example("aibill key list --mandate acme"))(key_list)
-    key.command("revoke", epilog=example("aibill key revoke 0123456789ab --mandate acme"))(
-        key_revoke
-    )
-    key.command("show", epilog=example("aibill key show 0123456789ab --mandate acme"))(key_show)
-
-    limit = _group(app, "limit", "Spending limits per user or feature instance.")
-    limit.command(
-        "set",
-        epilog=example(
-            "aibill limit set acme 25 --user alice --period month",
-            "aibill limit set acme none --user alice  # remove",
-        ),
-    )(limit_set)
-    limit.command("list", epilog=example("aibill limit list acme"))(limit_list)
-
-    markup = _group(app, "markup", "The margin on top of provider prices (50 % by default).")
-    markup.command(
-        "set",
-        epilog=example(
-            "aibill markup set 30 --mandate acme",
-            "aibill markup set 20 --provider openai --model gpt-4o",
-        ),
-    )(markup_set)
-    markup.command("clear", epilog=example("aibill markup clear --mandate acme"))(markup_clear)
-    markup.command("list", epilog=example("aibill markup list --mandate acme"))(markup_list)
-    markup.command(
-        "show", epilog=example("aibill markup show --mandate acme --provider openai --model gpt-4o")
-    )(markup_show)
-
-    price = _group(app, "price", "Provider prices: the catalog's, and custom ones.")
-    price.command(
-        "show",
-        epilog=example(
-            "aibill price show openai gpt-4o", "aibill price show openai gpt-4o --mandate acme"
-        ),
-    )(price_show)
-    price.command(
-        "set",
-        epilog=example(
-            "aibill price set selfhosted llama-3-70b --input 0.20 --output 0.60",
-            "aibill price set openai gpt-4o --input 2 --output 8 --mandate acme",
-        ),
-    )(price_set)
-    price.command("list", epilog=example("aibill price list", "aibill price list --mandate acme"))(
-        price_list
-    )
-
-    fx = _group(app, "fx", "Exchange rates (USD to a mandate's currency).")
-    fx.command(
-        "set",
-        epilog=example(
-            "aibill fx set USD CHF 0.80", "aibill fx set USD EUR 0.92 --valid-from 2026-12-01"
-        ),
-    )(fx_set)
-    fx.command("list", epilog=example("aibill fx list --base USD"))(fx_list)
-    fx.command("show", epilog=example("aibill fx show USD CHF"))(fx_show)
-    fx.command("import", epilog=example("aibill fx import rates.csv"))(fx_import)
 
 
 # ------------------------------------------------------------------ mandates

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aibill.cli import admin, ledger, reports
+from aibill.cli import admin_groups, ledger, reports
 from aibill.cli.core import (
     EXIT_FAILURE,
     Group,
@@ -78,7 +78,7 @@ def root(
     ctx.call_on_close(st.close)
 
 
-for sub in (ledger, admin, reports):
+for sub in (ledger, admin_groups, reports):
     sub.register(app)
 
 

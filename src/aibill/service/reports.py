@@ -6,43 +6,29 @@ flat however long the history is.
 
 The public entry points are methods of :class:`~aibill.service.billing.Billing`
 (``balances_for_user``, ``usage_report``, ``export_history_csv``,
-``iter_history_csv``, ``export_usage_report_csv``, ``iter_usage_report_csv``);
-they delegate to the functions below.
+``iter_history_csv``, ``export_usage_report_csv``, ``iter_usage_report_csv``),
+done by :class:`aibill.service.reads.Reads`, which calls the functions below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol, TextIO, TypeVar, Unpack
 
-from sqlalchemy import (
-    BigInteger,
-    ColumnElement,
-    Connection,
-    Engine,
-    and_,
-    case,
-    func,
-    literal_column,
-    select,
-)
+from sqlalchemy import Connection
 
 from aibill.domain import errors as e
 from aibill.domain import rules
 from aibill.domain.csvcell import neutralize
 from aibill.domain.model import (
-    POOL_ACCOUNT,
     BillingModel,
     Entry,
-    EntryKind,
     HistoryFilters,
-    HoldStatus,
     Page,
     UsageFilters,
     check_name,
-    wallet_account,
 )
 from aibill.domain.money import from_micros
 from aibill.domain.reports import (
@@ -56,25 +42,16 @@ from aibill.domain.reports import (
 )
 from aibill.domain.text import check_searchable
 from aibill.domain.times import check_optional_time
-from aibill.store.schema import accounts, entries, holds, mandates, memberships, users
+from aibill.service.context import Context
+from aibill.store import reports as store_reports
 
 T = TypeVar("T")
 
 
 class LedgerReads(Protocol):
-    """What the reports read through the ledger (``aibill.service.billing.Billing``
-    is one): its engine, clock and read transactions, a mandate's context, and
-    its history. A protocol, so that this module needs nothing from the module
-    that calls it."""
-
-    @property
-    def engine(self) -> Engine: ...
-
-    def _now(self) -> datetime: ...
-
-    def _read(self, work: Callable[[Connection], T]) -> T: ...
-
-    def _ctx(self, conn: Connection, mandate: str) -> Any: ...
+    """What a history export reads through: the ledger's ``history`` pages
+    (``aibill.service.billing.Billing`` is one). A protocol, so that this
+    module needs nothing from the modules that call it."""
 
     @property
     def history(self) -> Callable[..., Page]: ...
@@ -121,11 +98,7 @@ USAGE_CSV_TOTALS = (
 )
 EXPORT_PAGE = 1000
 MAX_FILTER_LENGTH = 200
-USAGE_REASON = "usage"
-_PICO_PER_MICRO = 10**6
 _PICO_PER_UNIT = 10**12
-_MICRO_SQL = literal_column(str(_PICO_PER_MICRO), BigInteger)
-_TEXT_FILTERS = ("user", "provider", "model", "feature_code", "feature_instance", "workflow_id")
 
 CsvLines = Iterator[str]
 TextOut = TextIO
@@ -134,74 +107,42 @@ TextOut = TextIO
 # ------------------------------------------------------------------- balances
 
 
-def balances_for_user(billing: LedgerReads, user: str) -> list[UserBalance]:
+def balances_for_user(cx: Context, user: str) -> list[UserBalance]:
     """Every mandate ``user`` is a member of, with the balance of the account its
     billing model names for them, sorted by mandate. Read in one snapshot."""
     check_name(user, "user")
-    m, d, a, h = memberships.c, mandates.c, accounts.c, holds.c
-    account = case(
-        (d.billing_model == BillingModel.PREPAY_USER.value, wallet_account(user)),
-        else_=POOL_ACCOUNT,
-    )
-    rows_q = (
-        select(
-            m.mandate_id,
-            d.billing_model,
-            d.currency,
-            account.label("account"),
-            a.account_id,
-            a.credits_posted,
-            a.debits_posted,
-            a.debits_pending,
-            a.overdraft_limit,
-        )
-        .join(mandates, d.mandate_id == m.mandate_id)
-        .outerjoin(accounts, and_(a.mandate_id == m.mandate_id, a.account_id == account))
-        .where(m.user_id == user)
-        .order_by(m.mandate_id)
-    )
 
     def work(conn: Connection) -> list[UserBalance]:
-        if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first() is None:
+        if not store_reports.user_known(conn, user):
             raise e.UnknownUser(user)
-        rows = conn.execute(rows_q).all()
+        rows = store_reports.user_accounts(conn, user)
         overdue: dict[tuple[str, str], int] = {}
         if rows:
-            now = billing._now()
-            q = (
-                select(h.mandate_id, h.account_id, func.sum(h.amount_micros))
-                .where(
-                    h.mandate_id.in_([r.mandate_id for r in rows]),
-                    h.account_id.in_([POOL_ACCOUNT, wallet_account(user)]),
-                    h.status == HoldStatus.PENDING.value,
-                    h.expires_at <= now,
-                )
-                .group_by(h.mandate_id, h.account_id)
-            )
-            overdue = {(mid, acc): int(total) for mid, acc, total in conn.execute(q)}
-        out = []
-        for r in rows:
-            if r.account_id is None:
-                raise e.UnknownAccount(
-                    f"Mandate {r.mandate_id!r} has no account {r.account!r}.", account=r.account
-                )
-            balance = rules.balance(r.credits_posted, r.debits_posted)
-            pending = r.debits_pending - overdue.get((r.mandate_id, r.account), 0)
-            out.append(
-                UserBalance(
-                    mandate=r.mandate_id,
-                    user=user,
-                    billing_model=BillingModel(r.billing_model),
-                    account=r.account,
-                    currency=r.currency,
-                    balance=from_micros(balance),
-                    available=from_micros(rules.available(balance, pending, r.overdraft_limit)),
-                    pending=from_micros(pending),
-                )
-            )
-        return out
+            mandate_ids = [r.mandate_id for r in rows]
+            overdue = store_reports.overdue_holds(conn, mandate_ids, user, cx.now())
+        return [_user_balance(r, user, overdue) for r in rows]
 
-    return billing._read(work)
+    return cx.read(work)
+
+
+def _user_balance(row: Any, user: str, overdue: Mapping[tuple[str, str], int]) -> UserBalance:
+    """One row of ``balances_for_user``; holds past their time no longer count as pending."""
+    if row.account_id is None:
+        raise e.UnknownAccount(
+            f"Mandate {row.mandate_id!r} has no account {row.account!r}.", account=row.account
+        )
+    balance = rules.balance(row.credits_posted, row.debits_posted)
+    pending = row.debits_pending - overdue.get((row.mandate_id, row.account), 0)
+    return UserBalance(
+        mandate=row.mandate_id,
+        user=user,
+        billing_model=BillingModel(row.billing_model),
+        account=row.account,
+        currency=row.currency,
+        balance=from_micros(balance),
+        available=from_micros(rules.available(balance, pending, row.overdraft_limit)),
+        pending=from_micros(pending),
+    )
 
 
 # --------------------------------------------------------------- usage report
@@ -232,26 +173,12 @@ def _check_range(since: datetime | None, until: datetime | None) -> None:
         raise e.InvalidRequest("until must not be before since.", field="until")
 
 
-def _period_expr(period: str, sqlite: bool) -> ColumnElement[Any]:
-    """The start of the period of ``posted_at``, in UTC, computed by the database.
-
-    PostgreSQL truncates the UTC wall time (``date_trunc`` weeks start on
-    Monday). SQLite stores naive UTC text (``YYYY-MM-DD HH:MM:SS.ffffff``); the
-    day is its first ten characters, taken as text, because SQLite's date
-    functions round the time to milliseconds and would carry 23:59:59.9995
-    into the next day. A week's Monday is the coming Sunday (that day itself,
-    if it is a Sunday) minus six days.
-    """
-    col = entries.c.posted_at
-    if not sqlite:
-        utc = func.timezone(literal_column("'UTC'"), col)
-        return func.date_trunc(literal_column(f"'{period}'"), utc)
-    day = func.substr(col, literal_column("1"), literal_column("10"))
-    if period == "day":
-        return day
-    if period == "week":
-        return func.date(day, literal_column("'weekday 0'"), literal_column("'-6 days'"))
-    return func.date(day, literal_column("'start of month'"))
+def _check_filters(filters: Mapping[str, str | None]) -> dict[str, str]:
+    """The filters given (not None), each checked as a searchable text."""
+    given = {name: value for name, value in filters.items() if value is not None}
+    for name, value in given.items():
+        check_searchable(value, name, max_length=MAX_FILTER_LENGTH)
+    return given
 
 
 def _as_utc(value: object) -> datetime:
@@ -275,7 +202,7 @@ def _sort_key(keys: tuple[KeyValue, ...]) -> tuple[tuple[bool, Any], ...]:
 
 
 def usage_report(
-    billing: LedgerReads,
+    cx: Context,
     mandate: str,
     *,
     group_by: Sequence[str] = ("day",),
@@ -297,66 +224,35 @@ def usage_report(
     """
     keys = _check_group_by(group_by)
     _check_range(since, until)
-    filters = {
-        "user": user,
-        "provider": provider,
-        "model": model,
-        "feature_code": feature_code,
-        "feature_instance": feature_instance,
-        "workflow_id": workflow_id,
-    }
-    for name, value in filters.items():
-        if value is not None:
-            check_searchable(value, name, max_length=MAX_FILTER_LENGTH)
-    sqlite = billing.engine.dialect.name == "sqlite"
-    c = entries.c
-    columns = {
-        "provider": c.provider,
-        "model": c.model,
-        "feature_code": c.feature_code,
-        "feature_instance": c.feature_instance,
-        "user": c.user_id,
-        "workflow_id": c.workflow_id,
-    }
-    key_exprs = [
-        (_period_expr(k, sqlite) if k in PERIOD_KEYS else columns[k]).label(f"k{i}")
-        for i, k in enumerate(keys)
-    ]
-    conds = [c.mandate_id == mandate, c.kind == EntryKind.DEBIT.value, c.reason == USAGE_REASON]
-    conds += [columns[name] == value for name, value in filters.items() if value is not None]
-    if since is not None:
-        conds.append(c.posted_at >= since)
-    if until is not None:
-        conds.append(c.posted_at < until)
-
-    def total(col: Any) -> Any:
-        return func.coalesce(func.sum(func.coalesce(col, 0)), 0)
-
-    # The provider cost is summed in two halves (whole micro-units and the pico
-    # rest) so that no sum comes near SQLite's 64-bit limit.
-    pico = c.provider_cost_pico
-    stmt = (
-        select(
-            *key_exprs,
-            c.provider_currency,
-            func.count().label("calls"),
-            total(c.input_tokens).label("input_tokens"),
-            total(c.output_tokens).label("output_tokens"),
-            total(c.cache_read_tokens).label("cache_read_tokens"),
-            total(c.cache_write_tokens).label("cache_write_tokens"),
-            total(pico // _MICRO_SQL).label("cost_hi"),
-            total(pico % _MICRO_SQL).label("cost_lo"),
-            total(c.amount_micros).label("amount"),
-        )
-        .where(*conds)
-        .group_by(*key_exprs, c.provider_currency)
+    filters = _check_filters(
+        {
+            "user": user,
+            "provider": provider,
+            "model": model,
+            "feature_code": feature_code,
+            "feature_instance": feature_instance,
+            "workflow_id": workflow_id,
+        }
     )
 
     def work(conn: Connection) -> tuple[str, Sequence[Any]]:
-        ctx = billing._ctx(conn, mandate)
-        return ctx.currency, conn.execute(stmt).all()
+        op = cx.op(conn, mandate)
+        rows = store_reports.usage_totals(conn, mandate, keys, filters, since, until)
+        return op.currency, rows
 
-    currency, rows = billing._read(work)
+    currency, rows = cx.read(work)
+    groups = _groups(keys, rows)
+    return [
+        _usage_row(keys, values, g, currency)
+        for values, g in sorted(groups.items(), key=lambda item: _sort_key(item[0]))
+    ]
+
+
+def _groups(
+    keys: tuple[str, ...], rows: Sequence[Any]
+) -> dict[tuple[KeyValue, ...], dict[str, Any]]:
+    """The totals of each group: a group's rows (one per provider currency) added
+    up, the provider cost kept per currency in pico-units."""
     groups: dict[tuple[KeyValue, ...], dict[str, Any]] = {}
     for r in rows:
         values = tuple(_as_utc(r[i]) if k in PERIOD_KEYS else r[i] for i, k in enumerate(keys))
@@ -369,22 +265,25 @@ def usage_report(
         for name in USAGE_CSV_TOTALS[1:]:
             g[name] += int(getattr(r, name))
         if r.provider_currency is not None:
-            cost = int(r.cost_hi) * _PICO_PER_MICRO + int(r.cost_lo)
+            cost = int(r.cost_hi) * store_reports.PICO_PER_MICRO + int(r.cost_lo)
             g["cost"][r.provider_currency] = g["cost"].get(r.provider_currency, 0) + cost
-    return [
-        UsageRow(
-            keys=dict(zip(keys, values, strict=True)),
-            calls=g["calls"],
-            input_tokens=g["input_tokens"],
-            output_tokens=g["output_tokens"],
-            cache_read_tokens=g["cache_read_tokens"],
-            cache_write_tokens=g["cache_write_tokens"],
-            provider_cost={cur: _pico_decimal(p) for cur, p in sorted(g["cost"].items())},
-            amount=from_micros(g["amount"]),
-            currency=currency,
-        )
-        for values, g in sorted(groups.items(), key=lambda item: _sort_key(item[0]))
-    ]
+    return groups
+
+
+def _usage_row(
+    keys: tuple[str, ...], values: tuple[KeyValue, ...], g: Mapping[str, Any], currency: str
+) -> UsageRow:
+    return UsageRow(
+        keys=dict(zip(keys, values, strict=True)),
+        calls=g["calls"],
+        input_tokens=g["input_tokens"],
+        output_tokens=g["output_tokens"],
+        cache_read_tokens=g["cache_read_tokens"],
+        cache_write_tokens=g["cache_write_tokens"],
+        provider_cost={cur: _pico_decimal(p) for cur, p in sorted(g["cost"].items())},
+        amount=from_micros(g["amount"]),
+        currency=currency,
+    )
 
 
 # ------------------------------------------------------------------------ CSV
@@ -472,7 +371,7 @@ def _history_cells(entry: Entry) -> list[object]:
 
 
 def iter_history_csv(
-    billing: LedgerReads,
+    ledger: LedgerReads,
     mandate: str,
     *,
     page_size: int = EXPORT_PAGE,
@@ -486,7 +385,7 @@ def iter_history_csv(
     mandate raises here, before any line is produced. Then one page of
     ``page_size`` entries is read at a time, each in its own short read.
     """
-    first = billing.history(mandate, limit=page_size, **filters)
+    first = ledger.history(mandate, limit=page_size, **filters)
     render = _line_writer(spreadsheet_safe)
 
     def lines(page: Page | None) -> Iterator[str]:
@@ -498,7 +397,7 @@ def iter_history_csv(
                 yield render(_history_cells(entry))
             cursor, page = page.cursor, None
             if cursor is not None:
-                page = billing.history(mandate, limit=page_size, cursor=cursor, **filters)
+                page = ledger.history(mandate, limit=page_size, cursor=cursor, **filters)
 
     return lines(first)
 
@@ -516,7 +415,7 @@ def usage_csv_header(keys: Sequence[str], currencies: Sequence[str]) -> list[str
 
 
 def iter_usage_report_csv(
-    billing: LedgerReads,
+    cx: Context,
     mandate: str,
     *,
     group_by: Sequence[str] = ("day",),
@@ -530,7 +429,7 @@ def iter_usage_report_csv(
     UTC midnight); a group without a cost in some currency leaves that cell
     empty.
     """
-    rows = usage_report(billing, mandate, group_by=group_by, **filters)
+    rows = usage_report(cx, mandate, group_by=group_by, **filters)
     keys = _check_group_by(group_by)
     currencies = sorted({cur for r in rows for cur in r.provider_cost})
     render = _line_writer(spreadsheet_safe)

@@ -1,0 +1,258 @@
+"""The money path's statements: accounts, holds, entries and idempotency records.
+
+Every statement here runs on the driver's cursor (:mod:`aibill.store.fast`),
+inside the unit of work the service opened, and is built once, at import. A
+reservation or a debit is one *conditional* UPDATE of the account
+(:func:`take`): SQLite runs one writer at a time (``BEGIN IMMEDIATE``) and
+PostgreSQL re-checks the condition after waiting for the row lock, so two holds
+can never both spend the same money, in threads or in processes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Connection, Table
+
+from aibill.domain import rules
+from aibill.store import fast
+from aibill.store.schema import entries, holds, idempotency_keys
+from aibill.store.types import UTCDateTime
+
+COUNTERS_SQL = "credits_posted, debits_posted, debits_pending, overdraft_limit"
+_HOLD_TIMES = ("created_at", "expires_at", "resolved_at")
+_HOLD_JSON = ("metadata", "estimate")
+
+
+def _mandate_query(with_user: bool, with_key: bool) -> fast.Statement:
+    cols = ["m.billing_model", "m.currency"]
+    joins = []
+    if with_user:
+        cols.append("mb.user_id AS member")
+        joins.append(
+            "LEFT JOIN memberships mb ON mb.mandate_id = m.mandate_id AND mb.user_id = :user"
+        )
+    if with_key:
+        cols += ["k.operation", "k.request", "k.outcome", "k.result"]
+        joins.append(
+            "LEFT JOIN idempotency_keys k"
+            " ON k.mandate_id = m.mandate_id AND k.idempotency_key = :key"
+        )
+    return fast.Statement(
+        f"SELECT {', '.join(cols)} FROM mandates m {' '.join(joins)} WHERE m.mandate_id = :mandate",
+        json_columns=("request", "result"),
+    )
+
+
+def _take_statement(pending: bool, enforce: bool) -> fast.Statement:
+    column = "debits_pending" if pending else "debits_posted"
+    # rules.available over the row (rule 2): the check and the write are one step.
+    condition = f" AND {rules.AVAILABLE_SQL} >= :micros" if enforce else ""
+    return fast.Statement(
+        f"UPDATE accounts SET {column} = {column} + :micros"
+        f" WHERE mandate_id = :mandate AND account_id = :account{condition}"
+        f" RETURNING {COUNTERS_SQL}"
+    )
+
+
+def _insert_statement(table: Table) -> fast.Statement:
+    """INSERT of every column; times and JSON converted as their column types say."""
+    names = [c.name for c in table.columns]
+    return fast.Statement(
+        f"INSERT INTO {table.name} ({', '.join(names)})"
+        f" VALUES ({', '.join(':' + n for n in names)})",
+        times=[c.name for c in table.columns if isinstance(c.type, UTCDateTime)],
+        json_columns=[c.name for c in table.columns if isinstance(c.type, JSON)],
+    )
+
+
+def _spent_statements(column: str) -> tuple[fast.Statement, fast.Statement]:
+    posted = fast.Statement(
+        "SELECT COALESCE(SUM(amount_micros), 0) AS total FROM entries"
+        f" WHERE mandate_id = :mandate AND {column} = :subject AND kind = 'debit'"
+        " AND posted_at >= :start",
+        times=("start",),
+    )
+    held = fast.Statement(
+        "SELECT COALESCE(SUM(amount_micros), 0) AS total FROM holds"
+        f" WHERE mandate_id = :mandate AND status = 'pending' AND {column} = :subject"
+        " AND expires_at > :now",
+        times=("now",),
+    )
+    return posted, held
+
+
+_MANDATE = {(u, k): _mandate_query(u, k) for u in (False, True) for k in (False, True)}
+_TAKE = {(p, f): _take_statement(p, f) for p in (False, True) for f in (False, True)}
+_INSERT_HOLD = _insert_statement(holds)
+_INSERT_ENTRY = _insert_statement(entries)
+_INSERT_OUTCOME = _insert_statement(idempotency_keys)
+_POST_CAPTURE = fast.Statement(
+    "UPDATE accounts SET debits_posted = debits_posted + :micros,"
+    " debits_pending = debits_pending - :freed"
+    f" WHERE mandate_id = :mandate AND account_id = :account RETURNING {COUNTERS_SQL}"
+)
+_FREE_PENDING = fast.Statement(
+    "UPDATE accounts SET debits_pending = debits_pending - :micros"
+    " WHERE mandate_id = :mandate AND account_id = :account"
+)
+_CREDIT = fast.Statement(
+    "UPDATE accounts SET credits_posted = credits_posted + :micros"
+    " WHERE mandate_id = :mandate AND account_id = :account"
+    " RETURNING credits_posted, debits_posted"
+)
+_READ_COUNTERS = fast.Statement(
+    f"SELECT {COUNTERS_SQL} FROM accounts WHERE mandate_id = :mandate AND account_id = :account"
+)
+_MARK_CAPTURED = fast.Statement(
+    "UPDATE holds SET status = 'captured', resolved_at = :now, captured_micros = :micros,"
+    " entry_id = :entry WHERE mandate_id = :mandate AND hold_id = :hold",
+    times=("now",),
+)
+_END_HOLD = fast.Statement(
+    "UPDATE holds SET status = :status, resolved_at = :now"
+    " WHERE mandate_id = :mandate AND hold_id = :hold",
+    times=("now",),
+)
+_EXPIRE_OVERDUE = fast.Statement(
+    "UPDATE holds SET status = 'expired', resolved_at = :now"
+    " WHERE mandate_id = :mandate AND account_id = :account AND status = 'pending'"
+    " AND expires_at <= :now RETURNING amount_micros",
+    times=("now",),
+)
+_OVERDUE_TOTAL = fast.Statement(
+    "SELECT COALESCE(SUM(amount_micros), 0) AS total FROM holds"
+    " WHERE mandate_id = :mandate AND account_id = :account AND status = 'pending'"
+    " AND expires_at <= :now",
+    times=("now",),
+)
+_HOLD_SQL = (
+    f"SELECT {', '.join(c.name for c in holds.columns)} FROM holds"
+    " WHERE mandate_id = :mandate AND hold_id = :hold"
+)
+_READ_HOLD = fast.Statement(_HOLD_SQL, times=_HOLD_TIMES, json_columns=_HOLD_JSON)
+_LOCK_HOLD = fast.Statement(_HOLD_SQL + " FOR UPDATE", times=_HOLD_TIMES, json_columns=_HOLD_JSON)
+_LIMITS_SQL = (
+    "SELECT scope, subject, period, amount_micros FROM spending_limits"
+    " WHERE mandate_id = :mandate AND ((scope = 'user' AND subject = :user)"
+    " OR (scope = 'feature_instance' AND subject = :feature_instance))"
+    " ORDER BY scope, subject, period"
+)
+_LIMITS = fast.Statement(_LIMITS_SQL)
+_LIMITS_FOR_UPDATE = fast.Statement(_LIMITS_SQL + " FOR UPDATE")
+_SPENT = {
+    "user": _spent_statements("user_id"),
+    "feature_instance": _spent_statements("feature_instance"),
+}
+
+
+def mandate(conn: Connection, mandate: str, user: str | None, key: str | None) -> Any:
+    """The mandate's billing model and currency, with the user's membership
+    (``member``) and the idempotency record of ``key`` when asked, in one query;
+    None when there is no such mandate."""
+    stmt = _MANDATE[(user is not None, key is not None)]
+    return stmt.first(conn, {"mandate": mandate, "user": user, "key": key})
+
+
+def take(
+    conn: Connection, mandate: str, account: str, micros: int, *, pending: bool, enforce: bool
+) -> Any:
+    """Add ``micros`` to the account's pending (a hold) or posted debits; with
+    ``enforce`` only if the available balance covers it. The counters after the
+    change, or None when refused."""
+    params = {"mandate": mandate, "account": account, "micros": micros}
+    return _TAKE[(pending, enforce)].first(conn, params)
+
+
+def add_credit(conn: Connection, mandate: str, account: str, micros: int) -> Any:
+    """Add ``micros`` to the account's credits; its posted counters after."""
+    return _CREDIT.one(conn, {"mandate": mandate, "account": account, "micros": micros})
+
+
+def post_capture(conn: Connection, mandate: str, account: str, debit: int, freed: int) -> Any:
+    """Post a capture's debit and free its reservation; the counters after."""
+    params = {"mandate": mandate, "account": account, "micros": debit, "freed": freed}
+    return _POST_CAPTURE.one(conn, params)
+
+
+def counters(conn: Connection, mandate: str, account: str) -> Any:
+    """The account's counters, or None when there is no such account."""
+    return _READ_COUNTERS.first(conn, {"mandate": mandate, "account": account})
+
+
+def hold_row(conn: Connection, mandate: str, hold_id: str, *, lock: bool) -> Any:
+    """The hold's row, locked for the transaction with ``lock`` (PostgreSQL;
+    SQLite's single writer already is); None when there is no such hold."""
+    stmt = _LOCK_HOLD if lock else _READ_HOLD
+    return stmt.first(conn, {"mandate": mandate, "hold": hold_id})
+
+
+def insert_hold(conn: Connection, row: dict[str, Any]) -> None:
+    _INSERT_HOLD.run(conn, row)
+
+
+def insert_entry(conn: Connection, row: dict[str, Any]) -> None:
+    _INSERT_ENTRY.run(conn, row)
+
+
+def insert_outcome(conn: Connection, row: dict[str, Any]) -> None:
+    """Remember an idempotent operation's first outcome."""
+    _INSERT_OUTCOME.run(conn, row)
+
+
+def mark_captured(
+    conn: Connection, mandate: str, hold_id: str, micros: int, entry_id: str, now: datetime
+) -> None:
+    params = {"mandate": mandate, "hold": hold_id, "now": now, "micros": micros}
+    _MARK_CAPTURED.run(conn, {**params, "entry": entry_id})
+
+
+def end_hold(
+    conn: Connection,
+    mandate: str,
+    account: str,
+    hold_id: str,
+    status: str,
+    micros: int,
+    now: datetime,
+) -> None:
+    """End a pending hold (released or expired) and free its reservation."""
+    _END_HOLD.run(conn, {"mandate": mandate, "hold": hold_id, "status": status, "now": now})
+    _FREE_PENDING.run(conn, {"mandate": mandate, "account": account, "micros": micros})
+
+
+def expire_overdue(conn: Connection, mandate: str, account: str, now: datetime) -> int:
+    """Expire the account's overdue holds, freeing their reservations; returns
+    how many micro-units were freed."""
+    rows = _EXPIRE_OVERDUE.run(conn, {"mandate": mandate, "account": account, "now": now})
+    freed = sum(int(r.amount_micros) for r in rows)
+    if freed:
+        _FREE_PENDING.run(conn, {"mandate": mandate, "account": account, "micros": freed})
+    return freed
+
+
+def overdue_micros(conn: Connection, mandate: str, account: str, now: datetime) -> int:
+    """What the account's holds past their time still reserve."""
+    row = _OVERDUE_TOTAL.one(conn, {"mandate": mandate, "account": account, "now": now})
+    return int(row.total)
+
+
+def limits_for(
+    conn: Connection, mandate: str, user: str | None, feature_instance: str | None, *, lock: bool
+) -> list[Any]:
+    """The spending limits on ``user`` or ``feature_instance``; locked for the
+    transaction with ``lock``, so two holds cannot both squeeze under one."""
+    stmt = _LIMITS_FOR_UPDATE if lock else _LIMITS
+    return stmt.run(conn, {"mandate": mandate, "user": user, "feature_instance": feature_instance})
+
+
+def spent(
+    conn: Connection, mandate: str, scope: str, subject: str, start: datetime, now: datetime
+) -> int:
+    """What ``subject`` spent since ``start``: its debits, and every open hold,
+    whenever placed (if captured, it posts now)."""
+    posted, held = _SPENT[scope]
+    params = {"mandate": mandate, "subject": subject}
+    total = posted.one(conn, {**params, "start": start}).total
+    return int(total) + int(held.one(conn, {**params, "now": now}).total)

@@ -35,12 +35,11 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from fastapi import FastAPI
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -49,10 +48,9 @@ from aibill.domain.errors import AibillError
 from aibill.domain.principal import Scope
 from aibill.http.throttle import AuthThrottle
 from aibill.service.billing import Billing
+from aibill.service.lookups import has_sysadmin
+from aibill.service.root import open_configured
 from aibill.settings import Settings, load_settings
-from aibill.store.engine import StoreTimeouts, make_engine
-from aibill.store.migrate import upgrade
-from aibill.store.schema import platform_admins
 
 BOOTSTRAP_USER = "admin"
 BOOTSTRAP_KEY_NAME = "bootstrap"
@@ -62,7 +60,6 @@ this machine's): not 3, which the command line keeps for a billing refusal."""
 GRACEFUL_SHUTDOWN_S = 30
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_S = 1.0
-MIGRATION_STATEMENT_TIMEOUT_S = 3600.0
 log = logging.getLogger("aibill.serve")
 
 
@@ -78,9 +75,7 @@ def ensure_bootstrap_admin(billing: Billing) -> Bootstrap | None:
     """On a ledger without any system admin, create the user ``admin``, make it a
     system admin and create its key with every scope; None when a system admin
     exists already (a restart never creates another key)."""
-    with billing.engine.connect() as conn:
-        admins = conn.execute(select(func.count()).select_from(platform_admins)).scalar_one()
-    if admins:
+    if has_sysadmin(billing.engine):
         return None
     billing.add_user(BOOTSTRAP_USER)
     billing.access.add_sysadmin(BOOTSTRAP_USER)
@@ -186,38 +181,6 @@ def log_config(log_format: str) -> dict[str, Any]:
     }
 
 
-def store_timeouts(settings: Settings) -> StoreTimeouts:
-    return StoreTimeouts(
-        connect_s=settings.db_connect_timeout_s,
-        statement_s=settings.db_statement_timeout_s,
-        pool_s=settings.db_pool_timeout_s,
-    )
-
-
-def _connect(settings: Settings) -> Billing:
-    """The ledger, its schema brought up to date, with the settings' timeouts.
-    Migrations run on an engine of their own whose statements may take up to
-    an hour (rewriting a large table can take longer than a request may)."""
-    timeouts = store_timeouts(settings)
-    engine = make_engine(
-        settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, timeouts=timeouts
-    )
-    # SQLite has no statement timeout (and an in-memory ledger lives in one engine).
-    migrating = engine
-    if not settings.is_sqlite:
-        long = replace(timeouts, statement_s=MIGRATION_STATEMENT_TIMEOUT_S)
-        migrating = make_engine(settings.database_url, pool_size=1, timeouts=long)
-    try:
-        upgrade(migrating)
-    except BaseException:
-        engine.dispose()
-        raise
-    finally:
-        if migrating is not engine:
-            migrating.dispose()
-    return Billing(engine)
-
-
 def _first_line(exc: BaseException) -> str:
     """The driver's reason, on one line (for the operator's console only)."""
     cause: BaseException = getattr(exc, "orig", None) or exc
@@ -280,7 +243,7 @@ def app_factory() -> FastAPI:
     workers on a new database) and closes its connections on shutdown."""
     die_with_parent()
     settings = load_settings()
-    billing = _connect(settings)
+    billing = open_configured(settings)
     app = _create_app(billing, settings)
     inner = app.router.lifespan_context
 
@@ -399,7 +362,7 @@ def serve(
         return STARTUP_FAILURE
     url = base_url(settings.host, sock.getsockname()[1])
     try:
-        billing = _connect(settings)
+        billing = open_configured(settings)
         boot = ensure_bootstrap_admin(billing)
     except AibillError as exc:
         sock.close()

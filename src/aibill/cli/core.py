@@ -56,7 +56,7 @@ from aibill.domain.money import decimal_from_text, int_from_text
 from aibill.domain.text import printable
 from aibill.domain.times import RANGE_TEXT, check_time
 from aibill.service.billing import Billing
-from aibill.service.connect import connect
+from aibill.service.root import open_billing
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -133,7 +133,7 @@ class State:
             except SettingsError as err:
                 raise e.InvalidRequest(str(err)) from None
             _require_sqlite_file(settings.database_url, create=create)
-            self._local = connect(
+            self._local = open_billing(
                 settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
             )
         return self._local

@@ -40,10 +40,8 @@ from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, select
-
 from aibill.catalog import CATALOG_CURRENCY
-from aibill.domain.errors import InvalidAmount, InvalidRequest, UnknownUser
+from aibill.domain.errors import InvalidAmount, InvalidRequest
 from aibill.domain.model import (
     MAX_DESCRIPTION_LENGTH,
     BillingModel,
@@ -63,9 +61,8 @@ from aibill.domain.money import (
 )
 from aibill.domain.prices import MAX_PICO, PICO_PER_UNIT, Charge
 from aibill.domain.text import printable
+from aibill.service import lookups
 from aibill.service.billing import Billing
-from aibill.store import tx
-from aibill.store.schema import memberships, users
 
 log = logging.getLogger("aibill.compat.gateway")
 
@@ -333,9 +330,9 @@ def _configured() -> tuple[Billing, str]:
                     "aibill.compat.gateway is not configured: call "
                     f"aibill.compat.gateway.configure(billing) or set {ENV_DATABASE_URL}."
                 )
-            from aibill.service.connect import connect
+            from aibill.service.root import open_billing
 
-            _billing, _owned = connect(url), True
+            _billing, _owned = open_billing(url), True
         return _billing, _base_currency
 
 
@@ -729,19 +726,7 @@ def _transaction(entry: Entry) -> BillingTransaction:
 def _mandates_of(billing: Billing, user: str) -> list[str]:
     """The mandates ``user`` belongs to, for a ledger without
     ``balances_for_user``: one read of the memberships, bounded."""
-    stmt = (
-        select(memberships.c.mandate_id)
-        .where(memberships.c.user_id == user)
-        .order_by(memberships.c.mandate_id)
-        .limit(MAX_MANDATES_PER_USER)
-    )
-
-    def work(conn: Connection) -> list[str]:
-        if conn.execute(select(users.c.user_id).where(users.c.user_id == user)).first() is None:
-            raise UnknownUser(user)
-        return [row.mandate_id for row in conn.execute(stmt)]
-
-    return tx.run(billing.engine, work, read_only=True)
+    return lookups.mandates_of(billing.engine, user, limit=MAX_MANDATES_PER_USER)
 
 
 __all__ = [

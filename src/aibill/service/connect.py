@@ -6,14 +6,13 @@ from __future__ import annotations
 from aibill.catalog import Catalog
 from aibill.domain.clock import Clock, system_clock
 from aibill.service.billing import Billing
-from aibill.store.engine import make_engine
-from aibill.store.migrate import upgrade
+from aibill.service.root import DEFAULT_DATABASE_URL, open_billing
 
 __all__ = ["connect"]
 
 
 def connect(
-    url: str = "sqlite:///aibill.db",
+    url: str = DEFAULT_DATABASE_URL,
     *,
     clock: Clock = system_clock,
     sqlite_synchronous: str = "FULL",
@@ -29,7 +28,11 @@ def connect(
     transactions on power loss (never on a process crash); ``OFF`` is for
     throwaway data only.
     """
-    engine = make_engine(url, sqlite_synchronous=sqlite_synchronous, pool_size=pool_size)
-    if migrate:
-        upgrade(engine)
-    return Billing(engine, clock=clock, catalog=catalog)
+    return open_billing(
+        url,
+        clock=clock,
+        catalog=catalog,
+        migrate=migrate,
+        pool_size=pool_size,
+        sqlite_synchronous=sqlite_synchronous,
+    )

@@ -279,3 +279,29 @@ def test_the_default_markup_example() -> None:
         Decimal("0.0027"),
         2_700,
     )
+
+
+# -------------------------------------------------------- what an estimate prices
+
+
+@given(
+    input_tokens=st.integers(0, 10**9),
+    max_output_tokens=st.integers(0, 10**9),
+    output_limit=st.none() | st.integers(0, 10**9),
+)
+def test_an_estimate_prices_the_output_asked_capped_at_the_models_limit(
+    input_tokens: int, max_output_tokens: int, output_limit: int | None
+) -> None:
+    usage = pricing_rules.estimate_usage(input_tokens, max_output_tokens, output_limit)
+    assert usage.input_tokens == input_tokens  # no cache discount assumed
+    assert usage.cache_read_tokens == 0
+    assert usage.output_tokens <= max_output_tokens
+    if output_limit is None:
+        assert usage.output_tokens == max_output_tokens
+    else:
+        assert usage.output_tokens == min(max_output_tokens, output_limit)
+
+
+def test_an_estimate_within_the_limit_is_not_cut() -> None:
+    assert pricing_rules.estimate_usage(10, 500, 4096).output_tokens == 500
+    assert pricing_rules.estimate_usage(10, 8000, 4096).output_tokens == 4096

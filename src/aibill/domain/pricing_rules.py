@@ -75,6 +75,14 @@ def priced(cost: Decimal, *, rate: Decimal, markup_percent: Decimal) -> PricedAm
     return PricedAmount(converted=in_currency, exact=exact, micros=round_to_micros(exact))
 
 
+def estimate_usage(input_tokens: int, max_output_tokens: int, output_limit: int | None) -> Usage:
+    """What an estimate prices (concepts.md rule 2): every input token at the full
+    input price (no cache discount is assumed) and the output asked for, capped at
+    the model's output limit where it is known."""
+    output = max_output_tokens if output_limit is None else min(max_output_tokens, output_limit)
+    return Usage(input_tokens=input_tokens, output_tokens=output)
+
+
 def markup_precedence(*, of_mandate: bool, provider: str, model: str) -> int:
     """How specific a stored markup is, 0 the most: the mandate's for the
     provider and model, for the provider, for any; then the platform's in the

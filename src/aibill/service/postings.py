@@ -20,6 +20,7 @@ from aibill.domain import rules
 from aibill.domain.model import Entry, EntryKind, Hold, HoldStatus, Tags
 from aibill.domain.money import from_micros, to_micros
 from aibill.domain.prices import Charge, check_provider_cost
+from aibill.domain.pricing_rules import estimate_usage
 from aibill.domain.requests import usage_json
 from aibill.domain.usage import Usage
 from aibill.service.context import OpState
@@ -311,8 +312,7 @@ class Asked:
             return None
         assert tags.provider is not None and tags.model is not None
         limit = pricing.output_limit(conn, op.mandate, tags.provider, tags.model)
-        output = self.max_output_tokens if limit is None else min(self.max_output_tokens, limit)
-        usage = Usage(input_tokens=self.input_tokens, output_tokens=output)
+        usage = estimate_usage(self.input_tokens, self.max_output_tokens, limit)
         return pricing.quote(
             conn,
             mandate=op.mandate,

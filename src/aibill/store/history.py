@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import BindParameter, Connection, Integer, and_, bindparam, func, or_, select
 
 from aibill.store.schema import accounts, entries, holds
 
@@ -15,17 +15,57 @@ _A = accounts.c
 _E = entries.c
 _H = holds.c
 _PENDING = "pending"
+_MANDATE: BindParameter[str] = bindparam("mandate")
+_NOW = bindparam("now", type_=holds.c.expires_at.type)
+_OVERDUE = (_H.status == _PENDING, _H.expires_at <= _NOW)
+
+_ENTRY_ROW = select(entries).where(_E.mandate_id == _MANDATE, _E.entry_id == bindparam("entry"))
+_ENTRY_EXISTS = select(_E.entry_id).where(
+    _E.mandate_id == _MANDATE, _E.entry_id == bindparam("entry")
+)
+_HOLD_ROW = select(holds).where(_H.mandate_id == _MANDATE, _H.hold_id == bindparam("hold"))
+_OPEN_HOLDS = (
+    select(holds)
+    .where(_H.mandate_id == _MANDATE, _H.status == _PENDING, _H.expires_at > _NOW)
+    .order_by(_H.created_at.desc(), _H.hold_id.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
+_ANY_OVERDUE = select(_H.hold_id).where(_H.mandate_id == _MANDATE, *_OVERDUE).limit(1)
+_ANY_OVERDUE_OF = (
+    select(_H.hold_id)
+    .where(_H.mandate_id == _MANDATE, _H.account_id == bindparam("account"), *_OVERDUE)
+    .limit(1)
+)
+_COUNT_OVERDUE = select(func.count()).where(
+    _H.mandate_id == _MANDATE, _H.account_id == bindparam("account"), *_OVERDUE
+)
+_OVERDUE_ACCOUNTS = select(_H.mandate_id, _H.account_id).where(*_OVERDUE).distinct()
+_ENTRY_SUMS = select(
+    _E.mandate_id, _E.account_id, _E.kind, func.coalesce(func.sum(_E.amount_micros), 0)
+).group_by(_E.mandate_id, _E.account_id, _E.kind)
+_PENDING_SUMS = (
+    select(_H.mandate_id, _H.account_id, func.sum(_H.amount_micros))
+    .where(_H.status == _PENDING)
+    .group_by(_H.mandate_id, _H.account_id)
+)
+_COUNTERS = select(
+    _A.mandate_id, _A.account_id, _A.credits_posted, _A.debits_posted, _A.debits_pending
+)
+# The same, for one mandate.
+_OVERDUE_ACCOUNTS_OF = _OVERDUE_ACCOUNTS.where(_H.mandate_id == _MANDATE)
+_ENTRY_SUMS_OF = _ENTRY_SUMS.where(_E.mandate_id == _MANDATE)
+_PENDING_SUMS_OF = _PENDING_SUMS.where(_H.mandate_id == _MANDATE)
+_COUNTERS_OF = _COUNTERS.where(_A.mandate_id == _MANDATE)
 
 
 def entry_row(conn: Connection, mandate: str, entry_id: str) -> Any:
     """The entry's row, or None."""
-    query = select(entries).where(_E.mandate_id == mandate, _E.entry_id == entry_id)
-    return conn.execute(query).first()
+    return conn.execute(_ENTRY_ROW, {"mandate": mandate, "entry": entry_id}).first()
 
 
 def entry_exists(conn: Connection, mandate: str, entry_id: str) -> bool:
-    query = select(_E.entry_id).where(_E.mandate_id == mandate, _E.entry_id == entry_id)
-    return conn.execute(query).first() is not None
+    found = conn.execute(_ENTRY_EXISTS, {"mandate": mandate, "entry": entry_id}).first()
+    return found is not None
 
 
 def entry_page(
@@ -61,81 +101,56 @@ def entry_page(
 
 def hold_row(conn: Connection, mandate: str, hold_id: str) -> Any:
     """The hold's row, or None."""
-    return conn.execute(
-        select(holds).where(_H.mandate_id == mandate, _H.hold_id == hold_id)
-    ).first()
+    return conn.execute(_HOLD_ROW, {"mandate": mandate, "hold": hold_id}).first()
 
 
 def open_hold_rows(conn: Connection, mandate: str, now: datetime, limit: int) -> list[Any]:
     """The mandate's pending holds not yet past their time, newest first."""
-    query = (
-        select(holds)
-        .where(_H.mandate_id == mandate, _H.status == _PENDING, _H.expires_at > now)
-        .order_by(_H.created_at.desc(), _H.hold_id.desc())
-        .limit(limit)
-    )
-    return list(conn.execute(query).all())
+    params = {"mandate": mandate, "now": now, "limit": limit}
+    return list(conn.execute(_OPEN_HOLDS, params).all())
 
 
 def has_overdue(conn: Connection, mandate: str, now: datetime, account: str | None = None) -> bool:
     """Whether the mandate (or one of its accounts) has a pending hold past its time."""
-    conds = [_H.mandate_id == mandate, _H.status == _PENDING, _H.expires_at <= now]
-    if account is not None:
-        conds.insert(1, _H.account_id == account)
-    return conn.execute(select(_H.hold_id).where(*conds).limit(1)).first() is not None
+    if account is None:
+        found = conn.execute(_ANY_OVERDUE, {"mandate": mandate, "now": now})
+    else:
+        found = conn.execute(_ANY_OVERDUE_OF, {"mandate": mandate, "account": account, "now": now})
+    return found.first() is not None
 
 
 def overdue_accounts(conn: Connection, mandate: str | None, now: datetime) -> list[tuple[str, str]]:
     """The ``(mandate, account)`` pairs with a pending hold past its time."""
-    query = (
-        select(_H.mandate_id, _H.account_id)
-        .where(_H.status == _PENDING, _H.expires_at <= now)
-        .distinct()
-    )
-    if mandate is not None:
-        query = query.where(_H.mandate_id == mandate)
-    return [(m, a) for m, a in conn.execute(query).all()]
+    if mandate is None:
+        rows = conn.execute(_OVERDUE_ACCOUNTS, {"now": now})
+    else:
+        rows = conn.execute(_OVERDUE_ACCOUNTS_OF, {"mandate": mandate, "now": now})
+    return [(m, a) for m, a in rows.all()]
 
 
 def count_overdue(conn: Connection, mandate: str, account: str, now: datetime) -> int:
-    query = select(func.count()).where(
-        _H.mandate_id == mandate,
-        _H.account_id == account,
-        _H.status == _PENDING,
-        _H.expires_at <= now,
-    )
-    return int(conn.execute(query).scalar_one())
+    params = {"mandate": mandate, "account": account, "now": now}
+    return int(conn.execute(_COUNT_OVERDUE, params).scalar_one())
 
 
 def entry_sums(conn: Connection, mandate: str | None) -> Iterator[tuple[str, str, str, int]]:
     """``(mandate, account, kind, total)`` over every entry."""
-    query = select(
-        _E.mandate_id, _E.account_id, _E.kind, func.coalesce(func.sum(_E.amount_micros), 0)
-    ).group_by(_E.mandate_id, _E.account_id, _E.kind)
-    if mandate is not None:
-        query = query.where(_E.mandate_id == mandate)
-    for m, a, kind, total in conn.execute(query):
+    rows = conn.execute(*_for(_ENTRY_SUMS, _ENTRY_SUMS_OF, mandate))
+    for m, a, kind, total in rows:
         yield m, a, kind, int(total)
 
 
 def pending_sums(conn: Connection, mandate: str | None) -> Iterator[tuple[str, str, int]]:
     """``(mandate, account, total)`` over every pending hold."""
-    query = (
-        select(_H.mandate_id, _H.account_id, func.sum(_H.amount_micros))
-        .where(_H.status == _PENDING)
-        .group_by(_H.mandate_id, _H.account_id)
-    )
-    if mandate is not None:
-        query = query.where(_H.mandate_id == mandate)
-    for m, a, total in conn.execute(query):
+    for m, a, total in conn.execute(*_for(_PENDING_SUMS, _PENDING_SUMS_OF, mandate)):
         yield m, a, int(total)
 
 
 def counter_rows(conn: Connection, mandate: str | None) -> list[Any]:
     """Every account's stored counters."""
-    query = select(
-        _A.mandate_id, _A.account_id, _A.credits_posted, _A.debits_posted, _A.debits_pending
-    )
-    if mandate is not None:
-        query = query.where(_A.mandate_id == mandate)
-    return list(conn.execute(query))
+    return list(conn.execute(*_for(_COUNTERS, _COUNTERS_OF, mandate)))
+
+
+def _for(every: Any, one: Any, mandate: str | None) -> tuple[Any, dict[str, str]]:
+    """The statement over every mandate, or over ``mandate`` with its value."""
+    return (every, {}) if mandate is None else (one, {"mandate": mandate})

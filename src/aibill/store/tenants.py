@@ -1,12 +1,16 @@
 """Mandates, users, members, accounts and spending limits: the statements of
-the settings an admin changes (SQLAlchemy Core; none is on the money path)."""
+the settings an admin changes (SQLAlchemy Core; none is on the money path).
+
+Every statement is built once, at import; its values are bound when it runs,
+under names apart from the columns an INSERT or UPDATE sets.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import BindParameter, Connection, Integer, bindparam, func, select, update
 
 from aibill.store.schema import (
     accounts,
@@ -22,99 +26,128 @@ _A = accounts.c
 _H = holds.c
 _M = mandates.c
 _L = spending_limits.c
-_PENDING = "pending"
+_R = member_roles.c
+_MB = memberships.c
+_MANDATE: BindParameter[str] = bindparam("mandate")
+_USER: BindParameter[str] = bindparam("user")
+_ACCOUNT: BindParameter[str] = bindparam("account")
+
+_MANDATE_ROW = select(mandates).where(_M.mandate_id == _MANDATE)
+_ALL_MANDATES = select(mandates).order_by(_M.mandate_id)
+_INSERT_MANDATE = mandates.insert()
+_SET_BILLING_MODEL = (
+    update(mandates).where(_M.mandate_id == _MANDATE).values(billing_model=bindparam("model"))
+)
+_PENDING_HOLDS = (
+    select(func.count()).select_from(holds).where(_H.mandate_id == _MANDATE, _H.status == "pending")
+)
+_INSERT_USER = users.insert()
+_USER_NAMES = select(users.c.user_id).order_by(users.c.user_id)
+_MANDATES_OF_USER = (
+    select(_MB.mandate_id)
+    .where(_MB.user_id == _USER)
+    .order_by(_MB.mandate_id)
+    .limit(bindparam("limit", type_=Integer))
+)
+_MEMBER_ROWS = (
+    select(_MB.user_id, _MB.created_at).where(_MB.mandate_id == _MANDATE).order_by(_MB.user_id)
+)
+_MEMBER_NAMES = select(_MB.user_id).where(_MB.mandate_id == _MANDATE).order_by(_MB.user_id)
+_ROLES = select(_R.user_id, _R.role).where(_R.mandate_id == _MANDATE).order_by(_R.role)
+_INSERT_MEMBER = memberships.insert()
+_INSERT_MEMBER_ROLE = member_roles.insert()
+_INSERT_ACCOUNT = accounts.insert()
+_ACCOUNT_NAMES = select(_A.account_id).where(_A.mandate_id == _MANDATE).order_by(_A.account_id)
+_ACCOUNT_ROW = select(
+    _A.user_id, _A.credits_posted, _A.debits_posted, _A.debits_pending, _A.overdraft_limit
+).where(_A.mandate_id == _MANDATE, _A.account_id == _ACCOUNT)
+_SET_OVERDRAFT = (
+    update(accounts)
+    .where(_A.mandate_id == _MANDATE, _A.account_id == _ACCOUNT)
+    .values(overdraft_limit=bindparam("micros"))
+)
+_LIMIT_KEY = (
+    _L.mandate_id == _MANDATE,
+    _L.scope == bindparam("limit_scope"),
+    _L.subject == bindparam("limit_subject"),
+    _L.period == bindparam("limit_period"),
+)
+_LIMIT_MICROS = select(_L.amount_micros).where(*_LIMIT_KEY)
+_DELETE_LIMIT = spending_limits.delete().where(*_LIMIT_KEY)
+_INSERT_LIMIT = spending_limits.insert()
+_LIMIT_ROWS = (
+    select(spending_limits)
+    .where(_L.mandate_id == _MANDATE)
+    .order_by(_L.scope, _L.subject, _L.period)
+)
 
 
 def mandate_row(conn: Connection, mandate: str) -> Any:
     """The mandate's row, or None."""
-    return conn.execute(select(mandates).where(_M.mandate_id == mandate)).first()
+    return conn.execute(_MANDATE_ROW, {"mandate": mandate}).first()
 
 
 def mandate_rows(conn: Connection, only: str | None = None) -> list[Any]:
     """Every mandate's row by name, or only ``only``'s."""
-    query = select(mandates).order_by(_M.mandate_id)
     if only is not None:
-        query = query.where(_M.mandate_id == only)
-    return list(conn.execute(query))
+        row = mandate_row(conn, only)
+        return [] if row is None else [row]
+    return list(conn.execute(_ALL_MANDATES))
 
 
 def insert_mandate(
     conn: Connection, mandate: str, billing_model: str, currency: str, now: datetime
 ) -> None:
-    conn.execute(
-        mandates.insert(),
-        {
-            "mandate_id": mandate,
-            "billing_model": billing_model,
-            "currency": currency,
-            "created_at": now,
-        },
-    )
+    values = {"mandate_id": mandate, "billing_model": billing_model}
+    conn.execute(_INSERT_MANDATE, {**values, "currency": currency, "created_at": now})
 
 
 def set_billing_model(conn: Connection, mandate: str, billing_model: str) -> None:
-    conn.execute(
-        update(mandates).where(_M.mandate_id == mandate).values(billing_model=billing_model)
-    )
+    conn.execute(_SET_BILLING_MODEL, {"mandate": mandate, "model": billing_model})
 
 
 def pending_holds(conn: Connection, mandate: str) -> int:
     """How many of the mandate's holds are pending."""
-    count = conn.execute(
-        select(func.count())
-        .select_from(holds)
-        .where(_H.mandate_id == mandate, _H.status == _PENDING)
-    ).scalar_one()
-    return int(count)
+    return int(conn.execute(_PENDING_HOLDS, {"mandate": mandate}).scalar_one())
 
 
 def insert_user(conn: Connection, user: str, now: datetime) -> None:
-    conn.execute(users.insert(), {"user_id": user, "created_at": now})
+    conn.execute(_INSERT_USER, {"user_id": user, "created_at": now})
 
 
 def user_names(conn: Connection) -> list[str]:
-    return list(conn.execute(select(users.c.user_id).order_by(users.c.user_id)).scalars())
+    return list(conn.execute(_USER_NAMES).scalars())
 
 
 def mandates_of_user(conn: Connection, user: str, *, limit: int) -> list[str]:
     """The first ``limit`` mandates ``user`` is a member of, by mandate id."""
-    m = memberships.c
-    query = select(m.mandate_id).where(m.user_id == user).order_by(m.mandate_id).limit(limit)
-    return list(conn.execute(query).scalars())
+    return list(conn.execute(_MANDATES_OF_USER, {"user": user, "limit": limit}).scalars())
 
 
 def member_rows(conn: Connection, mandate: str) -> list[Any]:
     """The mandate's members (``user_id``, ``created_at``) by name."""
-    m = memberships.c
-    query = select(m.user_id, m.created_at).where(m.mandate_id == mandate).order_by(m.user_id)
-    return list(conn.execute(query))
+    return list(conn.execute(_MEMBER_ROWS, {"mandate": mandate}))
 
 
 def member_names(conn: Connection, mandate: str) -> list[str]:
-    m = memberships.c
-    query = select(m.user_id).where(m.mandate_id == mandate).order_by(m.user_id)
-    return list(conn.execute(query).scalars())
+    return list(conn.execute(_MEMBER_NAMES, {"mandate": mandate}).scalars())
 
 
 def roles_by_member(conn: Connection, mandate: str) -> dict[str, list[str]]:
     """Each member's roles, in role order."""
-    r = member_roles.c
     roles: dict[str, list[str]] = {}
-    query = select(r.user_id, r.role).where(r.mandate_id == mandate).order_by(r.role)
-    for row in conn.execute(query):
+    for row in conn.execute(_ROLES, {"mandate": mandate}):
         roles.setdefault(row.user_id, []).append(row.role)
     return roles
 
 
 def insert_member(conn: Connection, mandate: str, user: str, now: datetime) -> None:
-    conn.execute(memberships.insert(), {"mandate_id": mandate, "user_id": user, "created_at": now})
+    conn.execute(_INSERT_MEMBER, {"mandate_id": mandate, "user_id": user, "created_at": now})
 
 
 def insert_member_role(conn: Connection, mandate: str, user: str, role: str, now: datetime) -> None:
-    conn.execute(
-        member_roles.insert(),
-        {"mandate_id": mandate, "user_id": user, "role": role, "created_at": now},
-    )
+    values = {"mandate_id": mandate, "user_id": user, "role": role}
+    conn.execute(_INSERT_MEMBER_ROLE, {**values, "created_at": now})
 
 
 def open_account(
@@ -128,34 +161,25 @@ def open_account(
     values: dict[str, Any] = {"mandate_id": mandate, "account_id": account}
     if user is not None:
         values["user_id"] = user
-    conn.execute(accounts.insert(), {**values, "currency": currency, "created_at": now})
+    conn.execute(_INSERT_ACCOUNT, {**values, "currency": currency, "created_at": now})
 
 
 def account_names(conn: Connection, mandate: str) -> list[str]:
-    query = select(_A.account_id).where(_A.mandate_id == mandate).order_by(_A.account_id)
-    return list(conn.execute(query).scalars())
+    return list(conn.execute(_ACCOUNT_NAMES, {"mandate": mandate}).scalars())
 
 
 def account_row(conn: Connection, mandate: str, account: str) -> Any:
     """The account's owner and counters, or None."""
-    query = select(
-        _A.user_id, _A.credits_posted, _A.debits_posted, _A.debits_pending, _A.overdraft_limit
-    ).where(_A.mandate_id == mandate, _A.account_id == account)
-    return conn.execute(query).first()
+    return conn.execute(_ACCOUNT_ROW, {"mandate": mandate, "account": account}).first()
 
 
 def set_overdraft_limit(conn: Connection, mandate: str, account: str, micros: int) -> None:
-    conn.execute(
-        update(accounts)
-        .where(_A.mandate_id == mandate, _A.account_id == account)
-        .values(overdraft_limit=micros)
-    )
+    conn.execute(_SET_OVERDRAFT, {"mandate": mandate, "account": account, "micros": micros})
 
 
 def limit_micros(conn: Connection, mandate: str, scope: str, subject: str, period: str) -> Any:
     """The limit's amount, or None when there is none."""
-    where = _limit_key(mandate, scope, subject, period)
-    return conn.execute(select(_L.amount_micros).where(*where)).scalar()
+    return conn.execute(_LIMIT_MICROS, _limit_key(mandate, scope, subject, period)).scalar()
 
 
 def replace_limit(
@@ -168,20 +192,20 @@ def replace_limit(
     now: datetime,
 ) -> None:
     """Set the limit to ``micros``, or remove it (``None``)."""
-    conn.execute(spending_limits.delete().where(*_limit_key(mandate, scope, subject, period)))
+    conn.execute(_DELETE_LIMIT, _limit_key(mandate, scope, subject, period))
     if micros is not None:
         key = {"mandate_id": mandate, "scope": scope, "subject": subject, "period": period}
-        conn.execute(spending_limits.insert().values(**key, amount_micros=micros, updated_at=now))
+        conn.execute(_INSERT_LIMIT, {**key, "amount_micros": micros, "updated_at": now})
 
 
 def limit_rows(conn: Connection, mandate: str) -> list[Any]:
-    query = (
-        select(spending_limits)
-        .where(_L.mandate_id == mandate)
-        .order_by(_L.scope, _L.subject, _L.period)
-    )
-    return list(conn.execute(query).all())
+    return list(conn.execute(_LIMIT_ROWS, {"mandate": mandate}).all())
 
 
-def _limit_key(mandate: str, scope: str, subject: str, period: str) -> list[Any]:
-    return [_L.mandate_id == mandate, _L.scope == scope, _L.subject == subject, _L.period == period]
+def _limit_key(mandate: str, scope: str, subject: str, period: str) -> dict[str, str]:
+    return {
+        "mandate": mandate,
+        "limit_scope": scope,
+        "limit_subject": subject,
+        "limit_period": period,
+    }

@@ -68,7 +68,7 @@ from aibill.service.custom_prices import CustomPrices, custom_price_in_force
 from aibill.service.markups import Markups, markup_in_force
 from aibill.service.pricing_base import require_mandate
 from aibill.service.rates import CSV_COLUMNS, CSV_OPTIONAL, ExchangeRates, rate_in_force
-from aibill.store import prices
+from aibill.store import ledger
 
 __all__ = [
     "CSV_COLUMNS",
@@ -333,10 +333,10 @@ class Pricing(ExchangeRates, Markups, CustomPrices):
 
         def work(conn: Connection) -> Charge:
             self._guard_call_cost(conn, mandate)
-            currency = prices.mandate_currency(conn, mandate)
-            if currency is None:
+            row = ledger.mandate(conn, mandate, None, None)
+            if row is None:
                 raise UnknownMandate(mandate)
-            return _charge(conn, cost, mandate=mandate, currency=currency, at=when)
+            return _charge(conn, cost, mandate=mandate, currency=row.currency, at=when)
 
         return self._read(work)
 

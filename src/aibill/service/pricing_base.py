@@ -15,7 +15,7 @@ from aibill.domain.errors import PermissionDenied, UnknownMandate
 from aibill.domain.principal import Scope
 from aibill.domain.times import check_time
 from aibill.service.hooks import Auditor, Guard, SettingsService
-from aibill.store import prices
+from aibill.store import ledger
 
 
 class PricingBase(SettingsService):
@@ -54,7 +54,7 @@ class PricingBase(SettingsService):
 
 def require_mandate(conn: Connection, mandate: str) -> None:
     """Raise ``UnknownMandate`` unless the mandate exists."""
-    if prices.mandate_currency(conn, mandate) is None:
+    if ledger.mandate(conn, mandate, None, None) is None:
         raise UnknownMandate(mandate)
 
 

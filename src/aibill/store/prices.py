@@ -31,7 +31,6 @@ __all__ = [
     "insert_custom_price",
     "insert_exchange_rates",
     "insert_markup",
-    "mandate_currency",
     "markup",
     "markups",
     "markups_matching",
@@ -304,14 +303,3 @@ def custom_prices_at(
     none) and the platform's, at most one each, told apart by ``scope``."""
     params = {"mandate": mandate or "", "provider": provider, "model": model, "at": at}
     return _CUSTOM_PRICES_AT.run(conn, params)
-
-
-# ----------------------------------------------------------------- mandates
-
-_MANDATE_CURRENCY = _statement("SELECT currency FROM mandates WHERE mandate_id = :mandate")
-
-
-def mandate_currency(conn: Connection, mandate: str) -> str | None:
-    """The mandate's billing currency; None when there is no such mandate."""
-    row = _MANDATE_CURRENCY.first(conn, {"mandate": mandate})
-    return None if row is None else str(row.currency)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from decimal import Decimal
 
 import aibill
@@ -52,3 +53,63 @@ def test_errors_serialise_money_as_strings() -> None:
     assert data["code"] == "insufficient_balance"
     assert data["details"]["available"] == "0.5" and data["details"]["required"] == "1.25"
     assert "0.5 CHF available" in data["message"]
+
+
+BILLING_METHODS = (
+    "accounts",
+    "add_member",
+    "add_user",
+    "allowed_providers",
+    "as_principal",
+    "audit_log",
+    "authenticate",
+    "balance",
+    "balances_for_user",
+    "capture",
+    "check",
+    "close",
+    "create_mandate",
+    "credit",
+    "estimate",
+    "export_history_csv",
+    "export_usage_report_csv",
+    "get_hold",
+    "get_mandate",
+    "history",
+    "hold",
+    "is_provider_allowed",
+    "iter_history_csv",
+    "iter_usage_report_csv",
+    "mandates",
+    "may",
+    "members",
+    "open_holds",
+    "record_usage",
+    "release",
+    "set_billing_model",
+    "set_overdraft_limit",
+    "set_spending_limit",
+    "spending_limits",
+    "sweep_expired",
+    "usage_report",
+    "users",
+    "verify",
+)
+
+
+def test_billing_keeps_its_methods_with_their_signatures_and_docs() -> None:
+    """Each method of ``Billing`` is a capability's, seen with the capability's
+    signature (less ``self``) and docstring, on the class and on an instance."""
+    billing = aibill.connect("sqlite:///:memory:")
+    try:
+        for name in BILLING_METHODS:
+            on_class = inspect.signature(getattr(aibill.Billing, name))
+            bound = getattr(billing, name)
+            assert callable(bound), name
+            assert next(iter(on_class.parameters)) == "self", name
+            assert list(inspect.signature(bound).parameters) == list(on_class.parameters)[1:]
+        assert aibill.Billing.hold.__doc__ and "Reserve money" in aibill.Billing.hold.__doc__
+        for name in ("engine", "principal", "clock", "pricing", "keys", "access"):
+            assert getattr(billing, name) is not None, name
+    finally:
+        billing.close()

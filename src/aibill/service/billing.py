@@ -50,18 +50,19 @@ class _Via(Generic[P, R]):
 
     def __init__(self, part: str, method: Callable[Concatenate[Any, P], R]) -> None:
         self._part = part
+        self._method = method
         self._name = method.__name__
         self.__doc__ = method.__doc__
 
     @overload
-    def __get__(self, obj: None, owner: type | None = None) -> _Via[P, R]: ...
+    def __get__(self, obj: None, owner: type | None = None) -> Callable[Concatenate[Any, P], R]: ...
 
     @overload
     def __get__(self, obj: object, owner: type | None = None) -> Callable[P, R]: ...
 
     def __get__(self, obj: object, owner: type | None = None) -> Any:
-        if obj is None:
-            return self
+        if obj is None:  # on the class: the capability's function, for help() and inspect
+            return self._method
         method: Callable[P, R] = getattr(getattr(obj, self._part), self._name)
         return method
 

@@ -8,6 +8,9 @@ the original attached, so callers only ever see aibill's error tree; its
 message is generic and the driver's text (which names hosts and ports) is
 logged instead.
 
+On SQLite, the write transactions of one process take turns in arrival
+order (:mod:`aibill.store.writers`) instead of polling SQLite's lock.
+
 Waiting is bounded: a connection that cannot be made (the engine's connect
 timeout) or a pool that stays full (its pool timeout) is not retried, and a
 connection that died under a unit of work is replaced once, so a database that
@@ -20,6 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -27,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from aibill.domain.errors import AibillError, StoreUnavailable
+from aibill.store.writers import WriterQueue, queue_for
 
 T = TypeVar("T")
 log = logging.getLogger("aibill.store")
@@ -92,9 +97,10 @@ def run(
     refusal is raised afterwards.
     """
     reconnects = 0
+    writers = None if read_only else queue_for(engine)
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            with _connect(engine) as raw:
+            with _turn(writers), _connect(engine) as raw:
                 conn = raw.execution_options(**_read_options(engine)) if read_only else raw
                 with conn.begin():
                     result = work(conn)
@@ -112,6 +118,11 @@ def run(
             raise result.error
         return result
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _turn(writers: WriterQueue | None) -> AbstractContextManager[None]:
+    """This write's turn among the process's writers of a SQLite database."""
+    return nullcontext() if writers is None else writers.turn()
 
 
 def _connect(engine: Engine) -> Connection:

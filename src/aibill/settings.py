@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text", description="Logs as readable text or one JSON object per line."
     )
+    group_commit: bool | None = Field(
+        default=None,
+        description="Concurrent money-path writes share one transaction and one commit"
+        " (unset: on for SQLite, off for PostgreSQL).",
+    )
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
         default="FULL", description="SQLite durability: FULL survives power loss."
     )

@@ -565,6 +565,7 @@ NOT_COMMANDS = {
     "clock": "internal",
     "close": "internal",
     "engine": "internal",
+    "group_commit": "internal: AIBILL_GROUP_COMMIT (serve) and connect(group_commit=) switch it",
     "may": "a question the dashboard asks",
     "principal": "internal",
     "quote": "takes a connection: estimate and price show answer it",

@@ -41,6 +41,7 @@ LOCAL_ONLY = {
         "principal",  # no route says who a key's holder is
         "may",  # no route: a client learns what it may do by doing it
         "sweep_expired",  # the service sweeps expired holds itself, on a timer
+        "group_commit",  # the service's own commits (AIBILL_GROUP_COMMIT)
     },
     Pricing: {
         "bound",  # binds a principal's guard: in process only

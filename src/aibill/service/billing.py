@@ -36,6 +36,7 @@ from aibill.service.pricing import Pricing
 from aibill.service.reads import Reads
 from aibill.service.tenants import Tenants
 from aibill.service.upkeep import Upkeep
+from aibill.store.group import GroupCommit
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,12 +76,28 @@ class Billing:
     """
 
     def __init__(
-        self, engine: Engine, *, clock: Clock = system_clock, catalog: Catalog | None = None
+        self,
+        engine: Engine,
+        *,
+        clock: Clock = system_clock,
+        catalog: Catalog | None = None,
+        group_commit: bool | None = None,
     ) -> None:
+        """``group_commit``: concurrent money-path writes of this ledger share
+        one transaction and one commit (concepts.md rule 13); off, each commits
+        alone. ``None`` (the default): on where it helps, SQLite (one writer at a
+        time, so writers that share a commit wait less), off on PostgreSQL
+        (where concurrent transactions already run side by side, and one
+        batch's statements in a row were measured slower; docs/performance.md)."""
         pricing = Pricing(engine, clock=clock, catalog=catalog)
         keys = Keys(engine, clock=clock)
         access = Access(engine, clock=clock)
-        self._compose(Context(engine, clock, SYSTEM, pricing=pricing, keys=keys, access=access))
+        if group_commit is None:
+            group_commit = engine.dialect.name == "sqlite"
+        group = GroupCommit(engine) if group_commit else None
+        self._compose(
+            Context(engine, clock, SYSTEM, pricing=pricing, keys=keys, access=access, group=group)
+        )
 
     def _compose(self, context: Context) -> None:
         self._cx = context
@@ -105,6 +122,12 @@ class Billing:
         """Who this ledger acts for: the trusted system principal unless
         :meth:`as_principal` said otherwise."""
         return self._cx.principal
+
+    @property
+    def group_commit(self) -> GroupCommit | None:
+        """What shares commits between this ledger's concurrent money-path
+        writes (its ``batches`` and ``units`` count them), or None when off."""
+        return self._cx.group
 
     @property
     def clock(self) -> Clock:

@@ -26,6 +26,7 @@ from aibill.service.keys import Keys
 from aibill.service.pricing import Pricing
 from aibill.store import access as access_store
 from aibill.store import ledger, tx
+from aibill.store.group import GroupCommit
 
 T = TypeVar("T")
 
@@ -59,8 +60,11 @@ class Context:
         pricing: Pricing,
         keys: Keys,
         access: Access,
+        group: GroupCommit | None = None,
     ) -> None:
         self.engine = engine
+        self.group = group
+        """Shares commits between concurrent money-path writes (None: each commits alone)."""
         self.clock = clock
         self.pg = engine.dialect.name == "postgresql"
         self.principal = principal
@@ -78,6 +82,7 @@ class Context:
             pricing=self.pricing,
             keys=self.keys,
             access=self.access,
+            group=self.group,
         )
 
     # ---------------------------------------------------------- units of work
@@ -90,6 +95,14 @@ class Context:
 
     def write(self, work: Callable[[Connection], T | tx.Deferred]) -> T:
         return tx.run(self.engine, work)
+
+    def apply(self, work: Callable[[Connection], T | tx.Deferred]) -> T:
+        """A money-path write: committed with the writes in flight beside it
+        (concepts.md rule 13) when group commit is on, else alone."""
+        if self.group is None:
+            return tx.run(self.engine, work)
+        result: T = self.group.run(work)
+        return result
 
     def read(self, work: Callable[[Connection], T]) -> T:
         return tx.run(self.engine, work, read_only=True)

@@ -124,7 +124,7 @@ class MoneyPath:
             )
             return entry
 
-        return cx.write(work)
+        return cx.apply(work)
 
     def hold(
         self,
@@ -191,7 +191,7 @@ class MoneyPath:
             cx.remember(conn, mandate, key, "hold", request, hold, now)
             return hold
 
-        return HeldCall.of(self, cx.write(work))
+        return HeldCall.of(self, cx.apply(work))
 
     def estimate(
         self,
@@ -353,7 +353,7 @@ class MoneyPath:
                 cx.remember(conn, mandate, key, "capture", request, entry, now)
             return entry
 
-        return cx.write(work)
+        return cx.apply(work)
 
     def release(self, hold_id: str, *, idempotency_key: str | None = None) -> Hold:
         """Free a hold without a debit (the call failed or never started).
@@ -399,7 +399,7 @@ class MoneyPath:
                 cx.remember(conn, mandate, key, "release", request, hold, now)
             return hold
 
-        return cx.write(work)
+        return cx.apply(work)
 
     def record_usage(
         self,
@@ -466,7 +466,7 @@ class MoneyPath:
             cx.remember(conn, mandate, key, "record_usage", request, entry, now)
             return entry
 
-        return cx.write(work)
+        return cx.apply(work)
 
 
 def _take_hold(

@@ -45,6 +45,7 @@ def open_billing(
     sqlite_synchronous: str = "FULL",
     timeouts: StoreTimeouts = DEFAULT_TIMEOUTS,
     migration_statement_s: float | None = None,
+    group_commit: bool | None = None,
 ) -> Billing:
     """The ledger at ``url`` (SQLite or PostgreSQL), its schema brought up to
     date unless ``migrate`` is False.
@@ -54,7 +55,8 @@ def open_billing(
     PostgreSQL on an engine of their own whose statements may take that long;
     otherwise (and always on SQLite, which has no statement timeout and whose
     in-memory ledger lives in one engine) on the ledger's engine. A schema that
-    cannot be brought up to date closes the engine and raises.
+    cannot be brought up to date closes the engine and raises. ``group_commit``:
+    see :class:`~aibill.service.billing.Billing`.
     """
     engine = make_engine(
         url, sqlite_synchronous=sqlite_synchronous, pool_size=pool_size, timeouts=timeouts
@@ -65,7 +67,12 @@ def open_billing(
         except BaseException:
             engine.dispose()
             raise
-    return Billing(engine, clock=clock, catalog=catalog if catalog is not None else Catalog())
+    return Billing(
+        engine,
+        clock=clock,
+        catalog=catalog if catalog is not None else Catalog(),
+        group_commit=group_commit,
+    )
 
 
 def _upgrade(engine: Engine, url: str, timeouts: StoreTimeouts, statement_s: float | None) -> None:
@@ -100,4 +107,5 @@ def open_configured(settings: Settings) -> Billing:
         sqlite_synchronous=settings.sqlite_synchronous,
         timeouts=store_timeouts(settings),
         migration_statement_s=MIGRATION_STATEMENT_TIMEOUT_S,
+        group_commit=settings.group_commit,
     )

@@ -1,0 +1,186 @@
+"""Group commit: units of work in flight at once in one process share one
+transaction and one commit (concepts.md rule 13).
+
+A caller hands its unit of work to :meth:`GroupCommit.run` and waits. The
+first caller finding no batch running leads: it applies every unit queued by
+then (itself first, at most ``max_batch``) in one transaction, each in a
+savepoint of its own, and commits. Callers arriving meanwhile queue; when the
+batch is done, the head of the queue leads the next one. Nothing waits on a
+timer, so a lone operation runs at once, as it would alone.
+
+Each unit keeps its own outcome. An aibill error raised by one (a conflict,
+an unknown hold, a permission refused) rolls back its savepoint only; a
+refusal it returns as :class:`~aibill.store.tx.Deferred` keeps what it wrote
+(its idempotency record). No outcome is handed back before the commit. When
+the database asks to try again (a deadlock, a serialization failure, SQLite
+busy, a unique key taken by another process), the whole batch is run again,
+as :func:`aibill.store.tx.run` does for one unit; anything else that fails the
+transaction fails every unit of the batch with the same error.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from aibill.domain.errors import AibillError, StoreUnavailable
+from aibill.store import tx
+
+Work = Callable[[Connection], Any]
+
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_QUEUE = 4096
+DEFAULT_MAX_WAIT_S = 30.0
+
+
+class _Slot:
+    """One caller's unit of work, and then its outcome."""
+
+    __slots__ = ("done", "error", "lead", "result", "work")
+
+    def __init__(self, work: Work) -> None:
+        self.work = work
+        self.done = threading.Event()
+        self.lead = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        if isinstance(self.result, tx.Deferred):
+            raise self.result.error
+        return self.result
+
+
+class GroupCommit:
+    """Applies the units of work of concurrent callers in shared transactions.
+
+    ``max_batch`` bounds a batch, ``max_queue`` the callers waiting (one more
+    is refused at once with ``StoreUnavailable``), and ``max_wait_s`` how long a
+    caller waits in the queue before it gives up, unapplied, with
+    ``StoreUnavailable``.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+    ) -> None:
+        if max_batch < 1 or max_queue < 1 or max_wait_s <= 0:
+            raise ValueError("max_batch, max_queue and max_wait_s must be positive")
+        self._engine = engine
+        self._max_batch = max_batch
+        self._max_queue = max_queue
+        self._max_wait_s = max_wait_s
+        self._lock = threading.Lock()
+        self._queue: deque[_Slot] = deque()
+        self._busy = False
+        self.batches = 0
+        """How many transactions have been committed (for tests and metrics)."""
+        self.units = 0
+        """How many units of work they applied."""
+
+    @property
+    def waiting(self) -> int:
+        """How many units are queued, not yet taken into a batch."""
+        with self._lock:
+            return sum(1 for slot in self._queue if not slot.lead)
+
+    def run(self, work: Work) -> Any:
+        """Apply ``work`` (in a batch when others are in flight) and return its
+        result once it is committed; raise its error, or its ``Deferred``
+        refusal after the commit, as :func:`aibill.store.tx.run` would."""
+        slot = _Slot(work)
+        with self._lock:
+            if len(self._queue) >= self._max_queue:
+                raise StoreUnavailable("Too many operations are waiting for the database.")
+            self._queue.append(slot)
+            if not self._busy:
+                self._busy = slot.lead = True
+        if not slot.lead:
+            self._wait(slot)
+        if slot.lead:
+            self._lead()
+        return slot.outcome()
+
+    def _wait(self, slot: _Slot) -> None:
+        """Wait until a batch applied ``slot``, or it is ``slot``'s turn to lead."""
+        if slot.done.wait(self._max_wait_s):
+            return
+        with self._lock:
+            if slot in self._queue and not slot.lead:
+                self._queue.remove(slot)
+                slot.error = StoreUnavailable("The database did not get to this operation in time.")
+                return
+        slot.done.wait()  # taken into a batch meanwhile: its outcome comes with the commit
+
+    def _lead(self) -> None:
+        """Apply the queue's head batch, then hand the lead to the next caller."""
+        with self._lock:
+            count = min(len(self._queue), self._max_batch)
+            batch = [self._queue.popleft() for _ in range(count)]
+        try:
+            self._apply(batch)
+        except BaseException as exc:  # interrupted: no caller waits for nothing
+            for slot in batch:
+                slot.error = slot.error or exc
+            raise
+        finally:
+            with self._lock:
+                if self._queue:
+                    head = self._queue[0]
+                    head.lead = True
+                    head.done.set()
+                else:
+                    self._busy = False
+            for slot in batch:
+                if not slot.lead:
+                    slot.done.set()
+
+    def _apply(self, batch: list[_Slot]) -> None:
+        if len(batch) == 1:  # alone: exactly as tx.run, no savepoint
+            slot = batch[0]
+            try:
+                slot.result = tx.run(self._engine, slot.work)
+            except Exception as exc:  # handed to its caller
+                slot.error = exc
+            self._count(1)
+            return
+        try:
+            outcomes = tx.run(self._engine, lambda conn: [_in_savepoint(conn, s) for s in batch])
+        except Exception as exc:  # the transaction failed: every unit fails with it
+            for slot in batch:
+                slot.error = exc
+            return
+        for slot, (result, error) in zip(batch, outcomes, strict=True):
+            slot.result, slot.error = result, error
+        self._count(len(batch))
+
+    def _count(self, units: int) -> None:
+        with self._lock:
+            self.batches += 1
+            self.units += units
+
+
+def _in_savepoint(conn: Connection, slot: _Slot) -> tuple[Any, AibillError | None]:
+    """Run one unit in a savepoint: its result, or its aibill error with its
+    writes undone. Any other error fails the whole batch."""
+    savepoint = conn.begin_nested()
+    try:
+        result = slot.work(conn)
+    except AibillError as exc:
+        savepoint.rollback()
+        return None, exc
+    except BaseException:
+        savepoint.rollback()
+        raise
+    savepoint.commit()
+    return result, None

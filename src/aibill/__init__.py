@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         HeldCall,
         ServiceUnavailable,
     )
+    from aibill.domain.batch import RecordOutcome, UsageRecord
     from aibill.domain.clock import (
         Clock,
         ManualClock,
@@ -145,6 +146,8 @@ _HOMES: dict[str, str] = {
     "UsageRow": "aibill.domain.reports",
     "UserBalance": "aibill.domain.reports",
     "ProviderCost": "aibill.domain.usage",
+    "RecordOutcome": "aibill.domain.batch",
+    "UsageRecord": "aibill.domain.batch",
     "Usage": "aibill.domain.usage",
     "__version__": "aibill.domain.version",
     "Billing": "aibill.service.billing",
@@ -209,6 +212,7 @@ __all__ = [
     "PrincipalKind",
     "ProviderCost",
     "ProviderNotAllowed",
+    "RecordOutcome",
     "Refused",
     "Scope",
     "ServiceUnavailable",
@@ -220,6 +224,7 @@ __all__ = [
     "UnknownModel",
     "UnknownUser",
     "Usage",
+    "UsageRecord",
     "UsageRow",
     "UserBalance",
     "__version__",

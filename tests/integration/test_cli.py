@@ -565,6 +565,7 @@ NOT_COMMANDS = {
     "clock": "internal",
     "close": "internal",
     "engine": "internal",
+    "record_usage_batch": "usage import posts through it (cli/usage_import.py)",
     "group_commit": "internal: AIBILL_GROUP_COMMIT (serve) and connect(group_commit=) switch it",
     "may": "a question the dashboard asks",
     "principal": "internal",

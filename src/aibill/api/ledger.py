@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from aibill.api import schemas as s
 from aibill.api.deps import Key, Ledger, OptionalKey
+from aibill.domain.batch import UsageRecord
 from aibill.domain.model import (
     Balance,
     CheckResult,
@@ -255,6 +256,48 @@ def record_usage(
     _replayed(response, entry)
     _count(request, "usage", entry)
     return entry
+
+
+@router.post("/usage/batch", tags=["calls"])
+def record_usage_batch(body: s.UsageBatchIn, billing: Ledger, request: Request) -> s.UsageBatchOut:
+    """Post up to 1,000 usage records, each with its own mandate and idempotency
+    key, in one transaction. The answer has one result per record, in order:
+    ``{"entry": ...}`` (``entry.replayed`` for a key already used), or
+    ``{"error": {"code", "message", "details"}}``, the problem a single record
+    would have met. A refused record never fails another; sending the whole
+    batch again posts nothing twice."""
+    outcomes = billing.record_usage_batch([_record(r) for r in body.records])
+    for outcome in outcomes:
+        if outcome.entry is not None:
+            _count(request, "usage", outcome.entry)
+    return s.UsageBatchOut(
+        results=[
+            s.RecordResult(entry=o.entry)
+            if o.error is None
+            else s.RecordResult(error=o.error.to_dict())
+            for o in outcomes
+        ]
+    )
+
+
+def _record(body: s.UsageBatchRecordIn) -> UsageRecord:
+    return UsageRecord(
+        mandate=body.mandate,
+        idempotency_key=body.idempotency_key,
+        amount=body.amount,  # type: ignore[arg-type]
+        usage=_usage(body.usage),
+        provider_cost=body.provider_cost,  # type: ignore[arg-type]
+        provider_currency=body.provider_currency,
+        user=body.user,
+        provider=body.provider,
+        model=body.model,
+        feature_code=body.feature_code,
+        feature_instance=body.feature_instance,
+        workflow_id=body.workflow_id,
+        already_happened=body.already_happened,
+        description=body.description,
+        metadata=body.metadata,
+    )
 
 
 @router.get("/mandates/{mandate}/balance", tags=["money"])

@@ -5,12 +5,12 @@ point on the way."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from aibill.domain.errors import InvalidRequest
-from aibill.domain.model import HistoryFilters, UsageFilters
+from aibill.domain.model import Entry, HistoryFilters, UsageFilters
 from aibill.domain.text import text_problem
 from aibill.domain.times import RANGE_TEXT, check_time
 
@@ -330,3 +330,51 @@ class HistoryQuery(UsageQuery):
 
     def filters(self) -> HistoryFilters:
         return cast(HistoryFilters, self.model_dump())
+
+
+class UsageBatchRecordIn(UsageRecordIn):
+    """One record of a batch: a usage record with its mandate and its own key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mandate: Name
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200), LINE]
+
+
+class UsageBatchIn(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "records": [
+                        {
+                            "mandate": "acme",
+                            "idempotency_key": "call-1",
+                            "user": "alice",
+                            "provider": "openai",
+                            "model": "gpt-4o",
+                            "usage": {"input_tokens": 1200, "output_tokens": 300},
+                            "already_happened": True,
+                        },
+                        {"mandate": "acme", "idempotency_key": "call-2", "amount": "0.25"},
+                    ]
+                }
+            ]
+        },
+    )
+
+    records: Annotated[list[UsageBatchRecordIn], Field(min_length=1, max_length=1000)]
+
+
+class RecordResult(BaseModel):
+    """One record's outcome: its entry, or the problem that refused it."""
+
+    entry: Entry | None = None
+    error: dict[str, Any] | None = Field(
+        default=None, description="The error's `code`, `message` and `details`."
+    )
+
+
+class UsageBatchOut(BaseModel):
+    results: list[RecordResult]

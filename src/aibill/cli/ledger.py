@@ -25,6 +25,7 @@ from aibill.cli.core import (
     use,
     whole,
 )
+from aibill.cli.usage_import import import_usage
 from aibill.domain.model import Balance, Entry, Hold
 from aibill.domain.usage import Usage
 
@@ -117,6 +118,13 @@ def register(app: typer.Typer) -> None:
             "aibill usage record acme --amount 0.02 --user alice",
         ),
     )(record_usage)
+    usage_app.command(
+        "import",
+        epilog=example(
+            "aibill usage import calls.csv",
+            "aibill usage import calls.jsonl --batch-size 1000 --json",
+        ),
+    )(import_usage)
     app.add_typer(usage_app, name="usage")
 
 

@@ -3,18 +3,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final, TextIO, Unpack
 
 import httpx
 
+from aibill.client.errors import error_from_problem
 from aibill.client.parts import AccessClient, KeysClient, PricingClient
 from aibill.client.transport import Transport
-from aibill.client.wire import json_body, money, parse, seg, strings, usage_fields
+from aibill.client.wire import (
+    json_body,
+    malformed,
+    money,
+    parse,
+    record_fields,
+    seg,
+    strings,
+    usage_fields,
+)
 from aibill.domain import errors as e
 from aibill.domain.audit import AuditPage
+from aibill.domain.batch import MAX_BATCH_RECORDS, RecordOutcome, UsageRecord
 from aibill.domain.held import HeldCall
 from aibill.domain.model import (
     Balance,
@@ -334,6 +345,21 @@ class Client(Transport):
         path = f"/v1/mandates/{seg(mandate)}/usage"
         return self._write(Entry, path, body, idempotency_key)
 
+    def record_usage_batch(self, records: Sequence[UsageRecord]) -> list[RecordOutcome]:
+        """Post up to 1,000 usage records in one request (``POST /v1/usage/batch``):
+        one outcome per record, in order, its entry or its error. Each record
+        has its own idempotency key, so the whole request is retried safely."""
+        if not isinstance(records, Sequence) or not 1 <= len(records) <= MAX_BATCH_RECORDS:
+            raise e.InvalidRequest(
+                f"A batch has from 1 to {MAX_BATCH_RECORDS} records.", field="records"
+            )
+        body = {"records": [record_fields(r) for r in records]}
+        answer = self._call("POST", "/v1/usage/batch", body)
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or len(results) != len(records):
+            raise malformed(f"{len(records)} results", answer)
+        return [record_outcome(result) for result in results]
+
     # -------------------------------------------------------------- reading
 
     def balance(self, mandate: str, *, user: str | None = None) -> Balance:
@@ -537,3 +563,19 @@ class Client(Transport):
             mandate, group_by=group_by, spreadsheet_safe=spreadsheet_safe, **filters
         )
         return write_lines(lines, out)
+
+
+def record_outcome(result: object) -> RecordOutcome:
+    """One result of a batch, as the library returns it: the entry, or
+    aibill's own exception for the error's code."""
+    if isinstance(result, dict) and isinstance(result.get("entry"), dict):
+        return RecordOutcome(entry=parse(Entry, result["entry"]))
+    error = result.get("error") if isinstance(result, dict) else None
+    if not isinstance(error, dict) or not isinstance(error.get("code"), str):
+        raise malformed("an entry or an error", result)
+    problem = {
+        "code": error["code"],
+        "detail": error.get("message"),
+        "details": error.get("details"),
+    }
+    return RecordOutcome(error=error_from_problem(200, problem))

@@ -16,8 +16,10 @@ from typing import Any, Final, TypeVar, Union, get_args, get_origin, get_type_hi
 from urllib.parse import quote
 
 from aibill.domain import errors as e
+from aibill.domain.batch import UsageRecord
 from aibill.domain.keys import ApiKey, CreatedKey
 from aibill.domain.money import from_micros, to_decimal, to_micros
+from aibill.domain.prices import check_provider_cost
 from aibill.domain.reports import PERIOD_KEYS, UsageRow
 from aibill.domain.usage import Usage
 
@@ -220,3 +222,27 @@ def parse_datetime(raw: Any, where: str) -> datetime:
         raise malformed(f"a timestamp for {where}", raw) from None
     # The service speaks UTC; a timestamp without an offset is read as UTC.
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def record_fields(record: object) -> dict[str, Any]:
+    """A batch record as the service takes it."""
+    if not isinstance(record, UsageRecord):
+        raise e.InvalidRequest("Each record must be an aibill UsageRecord.", field="records")
+    cost = record.provider_cost
+    return json_body(
+        mandate=record.mandate,
+        idempotency_key=record.idempotency_key,
+        amount=None if record.amount is None else money(record.amount, "amount"),
+        usage=None if record.usage is None else usage_fields(record.usage),
+        provider_cost=None if cost is None else format(check_provider_cost(cost).normalize(), "f"),
+        provider_currency=record.provider_currency,
+        user=record.user,
+        provider=record.provider,
+        model=record.model,
+        feature_code=record.feature_code,
+        feature_instance=record.feature_instance,
+        workflow_id=record.workflow_id,
+        already_happened=bool(record.already_happened),
+        description=record.description,
+        metadata=None if record.metadata is None else dict(record.metadata),
+    )

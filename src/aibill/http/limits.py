@@ -34,6 +34,9 @@ UPLOAD_FILE_BYTES = 64 * KIB
 MULTIPART_SLACK_BYTES = 8 * KIB
 """What the dashboard's upload form adds around the file (boundaries, other fields)."""
 UPLOAD_PATHS = frozenset({"/v1/exchange-rates/import", "/platform/rates-import"})
+BATCH_BODY_BYTES = 1024 * KIB
+"""A batch of up to 1,000 usage records (``POST /v1/usage/batch``)."""
+BATCH_PATHS = frozenset({"/v1/usage/batch"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,8 @@ class BodyLimits:
 
     def for_path(self, path: str) -> int:
         """The limit for a request to ``path``."""
+        if path in BATCH_PATHS:
+            return BATCH_BODY_BYTES
         if path in self.upload_paths:
             multipart = self.is_form(path)
             return self.upload_bytes + (MULTIPART_SLACK_BYTES if multipart else 0)

@@ -181,6 +181,7 @@ class Billing:
     capture = _Via("money", MoneyPath.capture)
     release = _Via("money", MoneyPath.release)
     record_usage = _Via("money", MoneyPath.record_usage)
+    record_usage_batch = _Via("money", MoneyPath.record_usage_batch)
     credit = _Via("money", MoneyPath.credit)
 
     # tenants and members (aibill.service.tenants)

@@ -15,7 +15,7 @@ money, whether they race in threads or in processes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
@@ -25,11 +25,12 @@ from sqlalchemy import Connection
 
 from aibill.domain import errors as e
 from aibill.domain import rules
+from aibill.domain.batch import MAX_BATCH_RECORDS, RecordOutcome, UsageRecord
 from aibill.domain.held import HeldCall
 from aibill.domain.model import CheckResult, Entry, EntryKind, Hold, HoldStatus, Tags, check_key
 from aibill.domain.money import from_micros, to_micros
 from aibill.domain.prices import Charge
-from aibill.domain.principal import Scope
+from aibill.domain.principal import PrincipalKind, Scope
 from aibill.domain.requests import (
     DEFAULT_HOLD_TTL_S,
     check_aware,
@@ -40,6 +41,7 @@ from aibill.domain.requests import (
     limit_name,
     mandate_of,
     same_capture,
+    scope_allows,
     usage_json,
 )
 from aibill.domain.usage import Usage
@@ -57,6 +59,7 @@ from aibill.service.postings import (
 )
 from aibill.service.reads import balance_of
 from aibill.store import history, ledger, tx
+from aibill.store.group import apply_each
 
 
 class MoneyPath:
@@ -434,20 +437,82 @@ class MoneyPath:
         entry is marked (``over_balance`` with the ``shortfall``, ``over_limit``
         naming the limit).
         """
-        cx = self._cx
-        key = check_key(idempotency_key)
-        check_description(description)
-        meta = check_metadata(metadata)
-        tags = Tags(provider, model, feature_code, feature_instance, workflow_id)
-        asked = Posted.of(amount, usage, provider_cost, provider_currency, tags)
+        record = UsageRecord(
+            mandate=mandate,
+            idempotency_key=idempotency_key,
+            amount=amount,
+            user=user,
+            provider=provider,
+            model=model,
+            usage=usage,
+            provider_cost=provider_cost,
+            provider_currency=provider_currency,
+            feature_code=feature_code,
+            feature_instance=feature_instance,
+            workflow_id=workflow_id,
+            already_happened=already_happened,
+            description=description,
+            metadata=metadata,
+        )
+        return self._cx.apply(self._usage_work(record))
+
+    def record_usage_batch(self, records: Sequence[UsageRecord]) -> list[RecordOutcome]:
+        """Post up to 1,000 usage records in one transaction (concepts.md rule 13).
+
+        Each :class:`~aibill.domain.batch.UsageRecord` is what
+        :meth:`record_usage` takes, with its mandate (any this principal may
+        bill) and its own idempotency key. The answer is one
+        :class:`~aibill.domain.batch.RecordOutcome` per record, in order: its
+        entry, or the error that refused it (a refusal is stored under its key,
+        as :meth:`record_usage` stores it). A record that is refused never
+        fails another, and the whole batch sent again after a timeout posts
+        nothing twice.
+        """
+        if not isinstance(records, Sequence) or not 1 <= len(records) <= MAX_BATCH_RECORDS:
+            raise e.InvalidRequest(
+                f"A batch has from 1 to {MAX_BATCH_RECORDS} records.", field="records"
+            )
+        p = self._cx.principal
+        if p.kind is not PrincipalKind.SYSTEM and not scope_allows(p.scopes, Scope.USE):
+            raise e.PermissionDenied(
+                f"This key's scopes ({', '.join(sorted(p.scopes))}) do not allow billing:use.",
+                scope=Scope.USE.value,
+            )
+        outcomes: list[RecordOutcome | None] = [None] * len(records)
+        works: list[tuple[int, Callable[[Connection], Entry | tx.Deferred]]] = []
+        for i, record in enumerate(records):
+            if not isinstance(record, UsageRecord):
+                raise e.InvalidRequest(
+                    "Each record must be an aibill UsageRecord.", field=f"records[{i}]"
+                )
+            try:
+                works.append((i, self._usage_work(record)))
+            except e.AibillError as exc:  # this record's input: refused, the rest go on
+                outcomes[i] = RecordOutcome(error=exc)
+        if works:
+            done = self._cx.write(lambda conn: apply_each(conn, [w for _, w in works]))
+            for (i, _), (result, error) in zip(works, done, strict=True):
+                outcomes[i] = _record_outcome(result, error)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _usage_work(self, record: UsageRecord) -> Callable[[Connection], Entry | tx.Deferred]:
+        """Check a usage record and return its unit of work."""
+        cx, r = self._cx, record
+        key = check_key(r.idempotency_key)
+        check_description(r.description)
+        meta = check_metadata(r.metadata)
+        tags = Tags(r.provider, r.model, r.feature_code, r.feature_instance, r.workflow_id)
+        asked = Posted.of(r.amount, r.usage, r.provider_cost, r.provider_currency, tags)
+        happened = bool(r.already_happened)
         request = {
             **asked.request,
             **tags.as_request(),
-            "user": user,
-            "already_happened": bool(already_happened),
-            "description": description,
+            "user": r.user,
+            "already_happened": happened,
+            "description": r.description,
             "metadata": meta,
         }
+        mandate, user = r.mandate, r.user
 
         def work(conn: Connection) -> Entry | tx.Deferred:
             cx.authorize(conn, mandate, Scope.USE)
@@ -457,7 +522,7 @@ class MoneyPath:
                 return replay if isinstance(replay, tx.Deferred) else expect(replay, Entry)
             account = cx.account_for(conn, op, user)
             now = cx.now()
-            use = UsageDraw(account, user, tags, asked, already_happened, now, description, meta)
+            use = UsageDraw(account, user, tags, asked, happened, now, r.description, meta)
             outcome = _take_usage(cx, conn, op, use)
             if isinstance(outcome, e.Refused):
                 cx.remember(conn, mandate, key, "record_usage", request, outcome, now)
@@ -466,7 +531,16 @@ class MoneyPath:
             cx.remember(conn, mandate, key, "record_usage", request, entry, now)
             return entry
 
-        return cx.apply(work)
+        return work
+
+
+def _record_outcome(
+    result: Entry | tx.Deferred | None, error: e.AibillError | None
+) -> RecordOutcome:
+    """A batch record's outcome: its entry, or its error (a stored refusal included)."""
+    if isinstance(result, tx.Deferred):
+        return RecordOutcome(error=result.error)
+    return RecordOutcome(entry=result, error=error)
 
 
 def _take_hold(

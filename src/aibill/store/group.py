@@ -155,7 +155,7 @@ class GroupCommit:
             self._count(1)
             return
         try:
-            outcomes = tx.run(self._engine, lambda conn: [_in_savepoint(conn, s) for s in batch])
+            outcomes = tx.run(self._engine, lambda conn: apply_each(conn, [s.work for s in batch]))
         except Exception as exc:  # the transaction failed: every unit fails with it
             for slot in batch:
                 slot.error = exc
@@ -170,12 +170,17 @@ class GroupCommit:
             self.units += units
 
 
-def _in_savepoint(conn: Connection, slot: _Slot) -> tuple[Any, AibillError | None]:
-    """Run one unit in a savepoint: its result, or its aibill error with its
-    writes undone. Any other error fails the whole batch."""
+def apply_each(conn: Connection, works: list[Work]) -> list[tuple[Any, AibillError | None]]:
+    """Run each unit of work in ``conn``'s transaction, each in a savepoint of
+    its own: per unit, its result (a ``Deferred`` refusal included), or its
+    aibill error with its writes undone. Any other error fails them all."""
+    return [_in_savepoint(conn, work) for work in works]
+
+
+def _in_savepoint(conn: Connection, work: Work) -> tuple[Any, AibillError | None]:
     savepoint = conn.begin_nested()
     try:
-        result = slot.work(conn)
+        result = work(conn)
     except AibillError as exc:
         savepoint.rollback()
         return None, exc

@@ -515,6 +515,60 @@ def make_machine(billing: Billing, clock: ManualClock) -> type[RuleBasedStateMac
             self.settle(slot, short)
             self.calls.append(Call("record_usage", slot, kwargs, got))
 
+        @rule(
+            records=st.lists(
+                st.tuples(st.sampled_from(SLOTS), sizes, st.booleans(), st.booleans()),
+                min_size=1,
+                max_size=6,
+            ),
+            wait=waits,
+        )
+        def record_usage_batch(
+            self, records: list[tuple[str, int | str, bool, bool]], wait: int | str
+        ) -> None:
+            """Several usage records in one transaction (rule 13): each keeps the
+            outcome it would have alone, in order, seeing the ones before it."""
+            self.wait(wait, records[0][0], "record_usage_batch")
+            sent, expected = [], []
+            for slot, size, happened, tag_user in records:
+                amount = self.amount_for(slot, size)
+                acct = self.accounts[slot]
+                kwargs = {
+                    "mandate": acct.mandate,
+                    "amount": dec(amount),
+                    "user": self.user_for(slot, tag_user),
+                    "already_happened": happened,
+                    "idempotency_key": self.key(),
+                }
+                sent.append(aibill.UsageRecord(**kwargs))  # type: ignore[arg-type]
+                if acct.enforced and not happened and self.available(slot) < amount:
+                    expected.append((slot, kwargs, amount, None, self.available(slot)))
+                    continue
+                acct.debits += amount
+                short = self.expected_shortfall(slot, amount)
+                expected.append((slot, kwargs, amount, short, acct.balance))
+                self.settle(slot, short)
+            outcomes = billing.record_usage_batch(sent)
+            for (slot, kwargs, amount, short, figure), outcome in zip(
+                expected, outcomes, strict=True
+            ):
+                if short is None:  # refused: the available balance it met
+                    assert isinstance(outcome.error, InsufficientBalance), outcome
+                    assert (outcome.error.available, outcome.error.required) == (
+                        dec(figure),
+                        dec(amount),
+                    )
+                    self.calls.append(Call("record_usage", slot, kwargs, outcome.error))
+                    continue
+                got = outcome.entry
+                assert got is not None and not got.replayed, outcome
+                assert (got.amount, got.balance_after) == (dec(amount), dec(figure))
+                assert got.shortfall == dec(short) and got.user == kwargs["user"]
+                self.calls.append(Call("record_usage", slot, kwargs, got))
+            for slot in {slot for slot, *_ in records}:
+                self.check_unchanged(slot)
+            event(f"a batch of {len(records)} usage records")
+
         @precondition(lambda self: any(h.status is HoldStatus.PENDING for h in self.holds))
         @rule(
             data=st.data(),

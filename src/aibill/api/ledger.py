@@ -236,23 +236,7 @@ def record_usage(
 ) -> Entry:
     """Post a debit without a hold: an amount, usage priced now, or a provider
     cost converted and marked up."""
-    entry = billing.record_usage(
-        mandate,
-        amount=body.amount,  # type: ignore[arg-type]
-        usage=_usage(body.usage),
-        provider_cost=body.provider_cost,  # type: ignore[arg-type]
-        provider_currency=body.provider_currency,
-        user=body.user,
-        provider=body.provider,
-        model=body.model,
-        feature_code=body.feature_code,
-        feature_instance=body.feature_instance,
-        workflow_id=body.workflow_id,
-        already_happened=body.already_happened,
-        description=body.description,
-        metadata=body.metadata,
-        idempotency_key=key,
-    )
+    entry = billing.record_usage(mandate, idempotency_key=key, **_usage_fields(body))
     _replayed(response, entry)
     _count(request, "usage", entry)
     return entry
@@ -281,23 +265,13 @@ def record_usage_batch(body: s.UsageBatchIn, billing: Ledger, request: Request) 
 
 
 def _record(body: s.UsageBatchRecordIn) -> UsageRecord:
-    return UsageRecord(
-        mandate=body.mandate,
-        idempotency_key=body.idempotency_key,
-        amount=body.amount,  # type: ignore[arg-type]
-        usage=_usage(body.usage),
-        provider_cost=body.provider_cost,  # type: ignore[arg-type]
-        provider_currency=body.provider_currency,
-        user=body.user,
-        provider=body.provider,
-        model=body.model,
-        feature_code=body.feature_code,
-        feature_instance=body.feature_instance,
-        workflow_id=body.workflow_id,
-        already_happened=body.already_happened,
-        description=body.description,
-        metadata=body.metadata,
-    )
+    return UsageRecord(body.mandate, body.idempotency_key, **_usage_fields(body))
+
+
+def _usage_fields(body: s.UsageRecordIn) -> dict[str, Any]:
+    """A usage record's fields as ``record_usage`` and ``UsageRecord`` take them."""
+    fields = body.model_dump(exclude={"usage", "mandate", "idempotency_key"})
+    return {**fields, "usage": _usage(body.usage)}
 
 
 @router.get("/mandates/{mandate}/balance", tags=["money"])

@@ -21,6 +21,7 @@ from aibill.client.wire import (
     record_fields,
     seg,
     strings,
+    usage_body,
     usage_fields,
 )
 from aibill.domain import errors as e
@@ -42,7 +43,7 @@ from aibill.domain.model import (
     SpendingLimit,
     UsageFilters,
 )
-from aibill.domain.prices import Charge, check_provider_cost
+from aibill.domain.prices import Charge
 from aibill.domain.reports import GroupBy, UsageRow, UserBalance, write_lines
 from aibill.domain.usage import Usage
 
@@ -326,22 +327,24 @@ class Client(Transport):
                 "Give one of amount=, usage= (with provider and model) or provider_cost=.",
                 field="amount",
             )
-        cost = None if provider_cost is None else check_provider_cost(provider_cost)
-        body = json_body(
-            amount=None if amount is None else money(amount, "amount"),
-            usage=None if usage is None else usage_fields(usage),
-            provider_cost=None if cost is None else format(cost.normalize(), "f"),
-            provider_currency=provider_currency,
+        record = UsageRecord(
+            mandate,
+            idempotency_key or "",  # sent as the header, not in the body
+            amount=amount,
             user=user,
             provider=provider,
             model=model,
+            usage=usage,
+            provider_cost=provider_cost,
+            provider_currency=provider_currency,
             feature_code=feature_code,
             feature_instance=feature_instance,
             workflow_id=workflow_id,
-            already_happened=bool(already_happened),
+            already_happened=already_happened,
             description=description,
-            metadata=None if metadata is None else dict(metadata),
+            metadata=metadata,
         )
+        body = usage_body(record)
         path = f"/v1/mandates/{seg(mandate)}/usage"
         return self._write(Entry, path, body, idempotency_key)
 

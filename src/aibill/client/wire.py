@@ -225,13 +225,19 @@ def parse_datetime(raw: Any, where: str) -> datetime:
 
 
 def record_fields(record: object) -> dict[str, Any]:
-    """A batch record as the service takes it."""
+    """A batch record as the service takes it: its mandate and key, and the
+    body of a single usage record."""
     if not isinstance(record, UsageRecord):
         raise e.InvalidRequest("Each record must be an aibill UsageRecord.", field="records")
+    return {"mandate": record.mandate, "idempotency_key": record.idempotency_key} | usage_body(
+        record
+    )
+
+
+def usage_body(record: UsageRecord) -> dict[str, Any]:
+    """The body of ``POST .../usage``: money as exact decimal strings."""
     cost = record.provider_cost
     return json_body(
-        mandate=record.mandate,
-        idempotency_key=record.idempotency_key,
         amount=None if record.amount is None else money(record.amount, "amount"),
         usage=None if record.usage is None else usage_fields(record.usage),
         provider_cost=None if cost is None else format(check_provider_cost(cost).normalize(), "f"),

@@ -155,3 +155,67 @@ def test_a_member_key_is_refused_other_mandates_over_http(
     )
     assert [o.code for o in outcomes] == [None, "permission_denied"]
     assert isinstance(outcomes[1].error, e.PermissionDenied)
+
+
+def test_spending_limits_hold_in_a_batch(billing: Billing) -> None:
+    """A mandate with spending limits: each record sees the debits before it,
+    so the one that would pass the limit is refused (or, already happened,
+    posted and marked), next to a mandate without limits in the same batch."""
+    _fund(billing)
+    billing.add_user("alice")
+    billing.add_member("acme", "alice")
+    billing.set_spending_limit("acme", D("0.50"), user="alice", period="day")
+    outcomes = billing.record_usage_batch(
+        [
+            UsageRecord("acme", "l1", amount=D("0.30"), user="alice"),
+            UsageRecord("beta", "free", amount=D("0.30")),
+            UsageRecord("acme", "l2", amount=D("0.30"), user="alice"),
+            UsageRecord("acme", "l3", amount=D("0.20"), user="alice"),
+            UsageRecord("acme", "l4", amount=D("0.10"), user="alice", already_happened=True),
+        ]
+    )
+    assert [o.code for o in outcomes] == [None, None, "limit_exceeded", None, None]
+    assert isinstance(outcomes[2].error, e.LimitExceeded)
+    assert outcomes[2].error.details["spent"] == "0.300000"
+    last = outcomes[4].entry
+    assert last is not None and last.over_limit is not None
+    assert billing.balance("acme").balance == D("0.40")
+    assert billing.balance("beta").balance == D("0.70")
+    assert billing.verify() == []
+
+
+def test_a_wallet_that_runs_dry_midway_refuses_the_rest(billing: Billing) -> None:
+    """Records drawn in order from one account: once it cannot pay, the
+    following prepaid records are refused with the balance they met, usage
+    that already happened is posted short, and the balances after are exact."""
+    billing.create_mandate("w", currency="USD", billing_model="prepay_user")
+    for user in ("ann", "ben"):
+        billing.add_user(user)
+        billing.add_member("w", user)
+        billing.credit("w", D("1.00"), user=user, idempotency_key=f"fund-{user}")
+    outcomes = billing.record_usage_batch(
+        [
+            UsageRecord("w", "1", amount=D("0.60"), user="ann"),
+            UsageRecord("w", "2", amount=D("0.60"), user="ann"),
+            UsageRecord("w", "3", amount=D("0.60"), user="ben"),
+            UsageRecord("w", "4", amount=D("0.60"), user="ann", already_happened=True),
+            UsageRecord("w", "5", amount=D("0.10"), user="ann"),
+            UsageRecord("w", "6", amount=D("0.60"), user="nobody"),
+        ]
+    )
+    assert [o.code for o in outcomes] == [
+        None,
+        "insufficient_balance",
+        None,
+        None,
+        "insufficient_balance",
+        "unknown_user",
+    ]
+    assert isinstance(outcomes[1].error, e.InsufficientBalance)
+    assert outcomes[1].error.available == D("0.40")
+    short = outcomes[3].entry
+    assert short is not None and short.balance_after == D("-0.20")
+    assert short.over_balance and short.shortfall == D("0.20")
+    assert billing.balance("w", user="ann").balance == D("-0.20")
+    assert billing.balance("w", user="ben").balance == D("0.40")
+    assert billing.verify() == []

@@ -209,19 +209,29 @@ class Context:
         now: datetime,
     ) -> None:
         """Store the first outcome of ``key``, in the operation's transaction."""
-        refused = isinstance(result, e.Refused)
-        ledger.insert_outcome(
-            conn,
-            {
-                "mandate_id": mandate,
-                "idempotency_key": key,
-                "operation": operation,
-                "request": request,
-                "outcome": "refused" if refused else "ok",
-                "result": result.to_dict() if isinstance(result, e.Refused) else snapshot(result),
-                "created_at": now,
-            },
-        )
+        ledger.insert_outcome(conn, outcome_row(mandate, key, operation, request, result, now))
+
+
+def outcome_row(
+    mandate: str,
+    key: str,
+    operation: str,
+    request: dict[str, Any],
+    result: Hold | Entry | e.Refused,
+    now: datetime,
+) -> dict[str, Any]:
+    """The idempotency record of ``key``'s first outcome, as stored (and as
+    :meth:`Context.replay` reads it back)."""
+    refused = isinstance(result, e.Refused)
+    return {
+        "mandate_id": mandate,
+        "idempotency_key": key,
+        "operation": operation,
+        "request": request,
+        "outcome": "refused" if refused else "ok",
+        "result": result.to_dict() if isinstance(result, e.Refused) else snapshot(result),
+        "created_at": now,
+    }
 
 
 def expect(value: Hold | Entry | tx.Deferred, kind: type[T]) -> T:

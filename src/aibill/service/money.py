@@ -15,7 +15,7 @@ money, whether they race in threads or in processes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
@@ -25,12 +25,12 @@ from sqlalchemy import Connection
 
 from aibill.domain import errors as e
 from aibill.domain import rules
-from aibill.domain.batch import MAX_BATCH_RECORDS, RecordOutcome, UsageRecord
+from aibill.domain.batch import RecordOutcome, UsageRecord
 from aibill.domain.held import HeldCall
 from aibill.domain.model import CheckResult, Entry, EntryKind, Hold, HoldStatus, Tags, check_key
 from aibill.domain.money import from_micros, to_micros
 from aibill.domain.prices import Charge
-from aibill.domain.principal import PrincipalKind, Scope
+from aibill.domain.principal import Scope
 from aibill.domain.requests import (
     DEFAULT_HOLD_TTL_S,
     check_aware,
@@ -38,28 +38,25 @@ from aibill.domain.requests import (
     check_metadata,
     check_ttl,
     credit_request,
-    limit_name,
     mandate_of,
     same_capture,
-    scope_allows,
     usage_json,
 )
 from aibill.domain.usage import Usage
+from aibill.service import draws, usage_batch
+from aibill.service import usage as usage_records
 from aibill.service.codec import entry_from_row, hold_from_row
 from aibill.service.context import Context, OpState, expect
 from aibill.service.limits import first_passed
 from aibill.service.postings import (
     Asked,
-    Posted,
     Posting,
-    UsageDraw,
     hold_row,
     new_entry_id,
     new_hold,
 )
 from aibill.service.reads import balance_of
 from aibill.store import history, ledger, tx
-from aibill.store.group import apply_each
 
 
 class MoneyPath:
@@ -96,7 +93,7 @@ class MoneyPath:
                 _require_entry(conn, mandate, corrects)
             now = cx.now()
             row = ledger.add_credit(conn, mandate, account, micros)
-            entry = post(
+            entry = draws.post(
                 conn,
                 op,
                 Posting(
@@ -454,7 +451,7 @@ class MoneyPath:
             description=description,
             metadata=metadata,
         )
-        return self._cx.apply(self._usage_work(record))
+        return self._cx.apply(usage_records.work(self._cx, usage_records.prepare(record)))
 
     def record_usage_batch(self, records: Sequence[UsageRecord]) -> list[RecordOutcome]:
         """Post up to 1,000 usage records in one transaction (concepts.md rule 13).
@@ -468,79 +465,7 @@ class MoneyPath:
         fails another, and the whole batch sent again after a timeout posts
         nothing twice.
         """
-        if not isinstance(records, Sequence) or not 1 <= len(records) <= MAX_BATCH_RECORDS:
-            raise e.InvalidRequest(
-                f"A batch has from 1 to {MAX_BATCH_RECORDS} records.", field="records"
-            )
-        p = self._cx.principal
-        if p.kind is not PrincipalKind.SYSTEM and not scope_allows(p.scopes, Scope.USE):
-            raise e.PermissionDenied(
-                f"This key's scopes ({', '.join(sorted(p.scopes))}) do not allow billing:use.",
-                scope=Scope.USE.value,
-            )
-        outcomes: list[RecordOutcome | None] = [None] * len(records)
-        works: list[tuple[int, Callable[[Connection], Entry | tx.Deferred]]] = []
-        for i, record in enumerate(records):
-            if not isinstance(record, UsageRecord):
-                raise e.InvalidRequest(
-                    "Each record must be an aibill UsageRecord.", field=f"records[{i}]"
-                )
-            try:
-                works.append((i, self._usage_work(record)))
-            except e.AibillError as exc:  # this record's input: refused, the rest go on
-                outcomes[i] = RecordOutcome(error=exc)
-        if works:
-            done = self._cx.write(lambda conn: apply_each(conn, [w for _, w in works]))
-            for (i, _), (result, error) in zip(works, done, strict=True):
-                outcomes[i] = _record_outcome(result, error)
-        return [outcome for outcome in outcomes if outcome is not None]
-
-    def _usage_work(self, record: UsageRecord) -> Callable[[Connection], Entry | tx.Deferred]:
-        """Check a usage record and return its unit of work."""
-        cx, r = self._cx, record
-        key = check_key(r.idempotency_key)
-        check_description(r.description)
-        meta = check_metadata(r.metadata)
-        tags = Tags(r.provider, r.model, r.feature_code, r.feature_instance, r.workflow_id)
-        asked = Posted.of(r.amount, r.usage, r.provider_cost, r.provider_currency, tags)
-        happened = bool(r.already_happened)
-        request = {
-            **asked.request,
-            **tags.as_request(),
-            "user": r.user,
-            "already_happened": happened,
-            "description": r.description,
-            "metadata": meta,
-        }
-        mandate, user = r.mandate, r.user
-
-        def work(conn: Connection) -> Entry | tx.Deferred:
-            cx.authorize(conn, mandate, Scope.USE)
-            op = cx.op(conn, mandate, user=user, key=key)
-            replay = cx.replay(op, key, "record_usage", request)
-            if replay is not None:
-                return replay if isinstance(replay, tx.Deferred) else expect(replay, Entry)
-            account = cx.account_for(conn, op, user)
-            now = cx.now()
-            use = UsageDraw(account, user, tags, asked, happened, now, r.description, meta)
-            outcome = _take_usage(cx, conn, op, use)
-            if isinstance(outcome, e.Refused):
-                cx.remember(conn, mandate, key, "record_usage", request, outcome, now)
-                return tx.Deferred(outcome)
-            entry = post(conn, op, outcome)
-            cx.remember(conn, mandate, key, "record_usage", request, entry, now)
-            return entry
-
-        return work
-
-
-def _record_outcome(
-    result: Entry | tx.Deferred | None, error: e.AibillError | None
-) -> RecordOutcome:
-    """A batch record's outcome: its entry, or its error (a stored refusal included)."""
-    if isinstance(result, tx.Deferred):
-        return RecordOutcome(error=result.error)
-    return RecordOutcome(entry=result, error=error)
+        return usage_batch.record_batch(self._cx, records)
 
 
 def _take_hold(
@@ -568,8 +493,8 @@ def _take_hold(
     if limit is not None:
         return limit
     enforce = op.model.enforced
-    if _take(conn, op, account, micros, now, pending=True, enforce=enforce) is None:
-        return _insufficient(conn, op, account, micros)
+    if draws.take(conn, op, account, micros, now, pending=True, enforce=enforce) is None:
+        return draws.insufficient(conn, op, account, micros)
     return micros, charge
 
 
@@ -641,9 +566,9 @@ def _capture(
     acct = ledger.post_capture(conn, op.mandate, row.account_id, posting.debit, posting.freed)
     ledger.mark_captured(conn, op.mandate, row.hold_id, micros, entry_id, now)
     # A shortfall is measured on the part drawn from the available balance.
-    shortfall = _settled_shortfall(conn, op, row.account_id, acct, posting.drawn, now)
+    shortfall = draws.settled_shortfall(conn, op, row.account_id, acct, posting.drawn, now)
     tags = Tags(row.provider, row.model, row.feature_code, row.feature_instance, row.workflow_id)
-    return post(
+    return draws.post(
         conn,
         op,
         Posting(
@@ -664,111 +589,6 @@ def _capture(
             charge=charge,
         ),
     )
-
-
-def _take_usage(cx: Context, conn: Connection, op: OpState, use: UsageDraw) -> e.Refused | Posting:
-    """Decide ``record_usage``'s debit and draw it from the account: the
-    refusal to store, or the entry to post. Usage that ``happened`` passes
-    the provider rule, the limits and the balance, marked on the entry."""
-    happened, now, tags = use.happened, use.now, use.tags
-    forbidden = cx.authz.provider_refusal(conn, op.mandate, use.user, tags.provider)
-    if forbidden is not None and not happened:
-        return forbidden
-    spend = cx.authz.spend_refusal(
-        conn, op.mandate, use.user, tags.provider, happened=happened, provider_ok=forbidden is None
-    )
-    if spend is not None:
-        return spend
-    charge = use.asked.charge(cx.pricing, conn, op, tags, now)
-    posted = charge.amount_micros if charge else use.asked.micros
-    limit = first_passed(cx, conn, op, use.user, tags.feature_instance, posted, now)
-    if limit is not None and not happened:
-        return limit
-    enforce = op.model.enforced and not happened
-    acct = _take(conn, op, use.account, posted, now, pending=False, enforce=enforce)
-    if acct is None:
-        return _insufficient(conn, op, use.account, posted)
-    return Posting(
-        account=use.account,
-        kind=EntryKind.DEBIT,
-        micros=posted,
-        reason="usage",
-        now=now,
-        balance_after=rules.balance(acct.credits_posted, acct.debits_posted),
-        user=use.user,
-        shortfall=_settled_shortfall(conn, op, use.account, acct, posted, now),
-        description=use.description,
-        metadata=use.metadata,
-        tags=tags,
-        charge=charge,
-        over_limit=limit_name(limit) if limit else None,
-        provider_not_allowed=forbidden is not None,
-    )
-
-
-def _take(
-    conn: Connection,
-    op: OpState,
-    account: str,
-    micros: int,
-    now: datetime,
-    *,
-    pending: bool,
-    enforce: bool,
-) -> Any:
-    """Add ``micros`` to the account's pending (a hold) or posted debits.
-
-    With ``enforce`` the change happens only if ``available >= micros`` at
-    that instant (one conditional UPDATE: the atomic check). That SQL
-    condition is :func:`aibill.domain.rules.fits`, written over the row
-    (``rules.AVAILABLE_SQL``) so the check and the write are one step. If it is
-    refused, overdue holds are expired first and the check runs once more,
-    so an expired reservation never blocks a hold. Returns the account's
-    counters after the change, or None when refused.
-    """
-    row = ledger.take(conn, op.mandate, account, micros, pending=pending, enforce=enforce)
-    if row is None and enforce and ledger.expire_overdue(conn, op.mandate, account, now):
-        row = ledger.take(conn, op.mandate, account, micros, pending=pending, enforce=enforce)
-    return row
-
-
-def _settled_shortfall(
-    conn: Connection, op: OpState, account: str, acct: Any, micros: int, now: datetime
-) -> int:
-    """The shortfall of a just-posted debit, once overdue holds are expired:
-    money an expired hold still seemed to reserve was in fact available."""
-    shortfall = _shortfall(op, acct, micros)
-    if shortfall and ledger.expire_overdue(conn, op.mandate, account, now):
-        acct = ledger.counters(conn, op.mandate, account)
-        shortfall = _shortfall(op, acct, micros)
-    return shortfall
-
-
-def _shortfall(op: OpState, acct: Any, micros: int) -> int:
-    """How much of ``micros`` just drawn from the available balance it could not cover."""
-    available = rules.account_available(acct)
-    return rules.shortfall(micros, available, enforced=op.model.enforced)
-
-
-def _insufficient(conn: Connection, op: OpState, account: str, micros: int) -> e.Refused:
-    row = ledger.counters(conn, op.mandate, account)
-    if row is None:
-        raise e.UnknownAccount(
-            f"Mandate {op.mandate!r} has no account {account!r}.", account=account
-        )
-    return e.InsufficientBalance(
-        account=account,
-        available=from_micros(rules.account_available(row)),
-        required=from_micros(micros),
-        currency=op.currency,
-    )
-
-
-def post(conn: Connection, op: OpState, posting: Posting) -> Entry:
-    """Insert the ledger entry ``posting`` describes and return it."""
-    entry = posting.entry(op)
-    ledger.insert_entry(conn, posting.row(op, entry))
-    return entry
 
 
 def _lock_hold(cx: Context, conn: Connection, mandate: str, hold_id: str) -> Any:

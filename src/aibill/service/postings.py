@@ -24,7 +24,7 @@ from aibill.domain.pricing_rules import estimate_usage
 from aibill.domain.requests import usage_json
 from aibill.domain.usage import Usage
 from aibill.service.context import OpState
-from aibill.service.pricing import Pricing, check_provider_currency
+from aibill.service.pricing import Memo, Pricing, check_provider_currency
 
 _NO_TAGS = Tags()
 
@@ -198,9 +198,16 @@ class Posted:
         return cls(micros, None, None, "", {"amount": str(from_micros(micros)), "usage": None})
 
     def charge(
-        self, pricing: Pricing, conn: Connection, op: OpState, tags: Tags, now: datetime
+        self,
+        pricing: Pricing,
+        conn: Connection,
+        op: OpState,
+        tags: Tags,
+        now: datetime,
+        memo: Memo | None = None,
     ) -> Charge | None:
-        """The priced forms' charge, in the mandate's currency at ``now``."""
+        """The priced forms' charge, in the mandate's currency at ``now``
+        (``memo``: see :meth:`Pricing.quote`)."""
         if self.cost is not None:
             return pricing.quote_cost(
                 conn,
@@ -211,6 +218,7 @@ class Posted:
                 provider=tags.provider,
                 model=tags.model,
                 at=now,
+                memo=memo,
             )
         if self.usage is None:
             return None
@@ -223,6 +231,7 @@ class Posted:
             model=tags.model,
             usage=self.usage,
             at=now,
+            memo=memo,
         )
 
 

@@ -25,9 +25,10 @@ strings only, floats refused.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import Connection
 
@@ -69,6 +70,10 @@ from aibill.service.markups import Markups, markup_in_force
 from aibill.service.pricing_base import require_mandate
 from aibill.service.rates import CSV_COLUMNS, CSV_OPTIONAL, ExchangeRates, rate_in_force
 from aibill.store import ledger
+
+T = TypeVar("T")
+Memo = dict[tuple[Any, ...], Any]
+"""Settings a run of quotes in one transaction has read, by what was asked."""
 
 __all__ = [
     "CSV_COLUMNS",
@@ -223,10 +228,13 @@ class Pricing(ExchangeRates, Markups, CustomPrices):
         model: str,
         usage: Usage,
         at: datetime,
+        memo: Memo | None = None,
     ) -> Charge:
         """The charge for ``usage`` of ``model`` by ``mandate`` (billed in
         ``currency``) at request time ``at``, read inside the caller's
-        transaction ``conn``.
+        transaction ``conn``. With ``memo``, a setting read once is not read
+        again: many calls priced in one transaction at one time (a batch)
+        read each price, rate and markup once.
 
         Provider cost (custom price or catalog), exact -> times the exchange
         rate in force at ``at`` -> times ``1 + markup / 100`` -> rounded once,
@@ -244,7 +252,7 @@ class Pricing(ExchangeRates, Markups, CustomPrices):
                 f"usage must be an aibill Usage, not {type(usage).__name__}.", field="usage"
             )
         when = check_time(at, "at")
-        cost = self._usage_cost(conn, mandate, prov, mod, usage, when)
+        cost = self._usage_cost(conn, mandate, prov, mod, usage, when, memo)
         pico = _EXACT.multiply(cost.total, Decimal(PICO_PER_UNIT))
         if pico != pico.to_integral_value():
             raise UnknownModel(
@@ -254,14 +262,25 @@ class Pricing(ExchangeRates, Markups, CustomPrices):
                 f"of {cost.total} {cost.currency}, finer than 10^-12, which aibill cannot keep "
                 "exactly; set a custom price for this model.",
             )
-        return _charge(conn, cost, mandate=mandate, currency=cur, at=when)
+        return _charge(conn, cost, mandate=mandate, currency=cur, at=when, memo=memo)
 
     def _usage_cost(
-        self, conn: Connection, mandate: str, provider: str, model: str, usage: Usage, at: datetime
+        self,
+        conn: Connection,
+        mandate: str,
+        provider: str,
+        model: str,
+        usage: Usage,
+        at: datetime,
+        memo: Memo | None,
     ) -> _Cost:
         """The exact provider cost of ``usage``: at the custom price in force,
         else at the catalog's."""
-        custom = custom_price_in_force(conn, mandate, provider, model, at)
+        custom = _memoized(
+            memo,
+            ("custom", mandate, provider, model, at),
+            lambda: custom_price_in_force(conn, mandate, provider, model, at),
+        )
         if custom is not None:
             total, components = pricing_rules.custom_price_cost(custom, usage)
             cost = _Cost(
@@ -300,6 +319,7 @@ class Pricing(ExchangeRates, Markups, CustomPrices):
         provider: str | None = None,
         model: str | None = None,
         at: datetime,
+        memo: Memo | None = None,
     ) -> Charge:
         """The charge for a call whose provider cost the caller knows (the
         provider's own bill, or the seed's ``recordUsage(base)``): the same
@@ -311,7 +331,8 @@ class Pricing(ExchangeRates, Markups, CustomPrices):
         check_name(mandate, "mandate")
         cur = check_currency(currency)
         cost = _given_cost(provider_cost, provider_currency, provider, model)
-        return _charge(conn, cost, mandate=mandate, currency=cur, at=check_time(at, "at"))
+        when = check_time(at, "at")
+        return _charge(conn, cost, mandate=mandate, currency=cur, at=when, memo=memo)
 
     def price_cost(
         self,
@@ -449,7 +470,25 @@ def _given_cost(
     return cost
 
 
-def _charge(conn: Connection, cost: _Cost, *, mandate: str, currency: str, at: datetime) -> Charge:
+def _memoized(memo: Memo | None, key: tuple[Any, ...], read: Callable[[], T]) -> T:
+    """``read()``, or what it gave for ``key`` before in ``memo``."""
+    if memo is None:
+        return read()
+    if key not in memo:
+        memo[key] = read()
+    value: T = memo[key]
+    return value
+
+
+def _charge(
+    conn: Connection,
+    cost: _Cost,
+    *,
+    mandate: str,
+    currency: str,
+    at: datetime,
+    memo: Memo | None = None,
+) -> Charge:
     """A charge: the exact provider cost -> times the rate from its currency
     to ``currency`` in force at ``at`` -> times ``1 + markup / 100`` (the
     most specific markup of the mandate, provider and model) -> rounded
@@ -463,8 +502,14 @@ def _charge(conn: Connection, cost: _Cost, *, mandate: str, currency: str, at: d
             "aibill accepts.",
             field=field,
         )
-    rate, fx = _fx(conn, cost.currency, currency, at)
-    percent, markup_from = markup_in_force(conn, mandate, cost.provider, cost.model)
+    rate, fx = _memoized(
+        memo, ("fx", cost.currency, currency, at), lambda: _fx(conn, cost.currency, currency, at)
+    )
+    percent, markup_from = _memoized(
+        memo,
+        ("markup", mandate, cost.provider, cost.model),
+        lambda: markup_in_force(conn, mandate, cost.provider, cost.model),
+    )
     steps = pricing_rules.priced(cost.total, rate=rate, markup_percent=percent)
     if steps.micros > MAX_AMOUNT_MICROS:
         raise InvalidAmount(

@@ -104,35 +104,32 @@ class Statement:
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> list[Row]:
         """Execute in ``conn``'s transaction; return every row it gives back."""
-        dialect = conn.dialect
-        sqlite = dialect.name == "sqlite"
+        sqlite = conn.dialect.name == "sqlite"
         sql = self._sqlite if sqlite else self._pg
         bound = self._bind(params, sqlite)
         for observe in _observers:
             observe(sql, bound)
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with _cursor(conn, sql, bound) as cursor:
             cursor.execute(sql, bound)
             if cursor.description is None:
                 return []
             names = [d[0] for d in cursor.description]
             values = cursor.fetchall()
-        except dialect.loaded_dbapi.Error as exc:
-            # Translate as SQLAlchemy would, so the unit of work's retry rules apply.
-            lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
-            if lost:
-                conn.invalidate(exc)
-            raise DBAPIError.instance(
-                sql,
-                bound,
-                exc,
-                dialect.loaded_dbapi.Error,
-                connection_invalidated=lost,
-                dialect=dialect,
-            ) from exc
-        finally:
-            cursor.close()
         return [self._load(names, row, sqlite) for row in values]
+
+    def run_many(self, conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Execute once per parameter set of ``rows``, in one driver call (a
+        pipeline on PostgreSQL), in ``conn``'s transaction."""
+        sqlite = conn.dialect.name == "sqlite"
+        sql = self._sqlite if sqlite else self._pg
+        bound = [self._bind(params, sqlite) for params in rows]
+        if not bound:
+            return
+        for observe in _observers:
+            for params in bound:
+                observe(sql, params)
+        with _cursor(conn, sql, bound) as cursor:
+            cursor.executemany(sql, bound)
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> Row | None:
         rows = self.run(conn, params)
@@ -143,6 +140,30 @@ class Statement:
         if len(rows) != 1:
             raise AssertionError(f"expected one row, got {len(rows)}: {self._sqlite}")
         return rows[0]
+
+
+@contextmanager
+def _cursor(conn: Connection, sql: str, bound: Any) -> Iterator[Any]:
+    """The driver's cursor of ``conn``, closed after; a driver error is
+    translated as SQLAlchemy would, so the unit of work's retry rules apply."""
+    dialect = conn.dialect
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    except dialect.loaded_dbapi.Error as exc:
+        lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql,
+            bound,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=lost,
+            dialect=dialect,
+        ) from exc
+    finally:
+        cursor.close()
 
 
 row_type = Row

@@ -10,14 +10,15 @@ can never both spend the same money, in threads or in processes.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Table
+from sqlalchemy import JSON, Connection, Table, select
 
 from aibill.domain import rules
 from aibill.store import fast
-from aibill.store.schema import entries, holds, idempotency_keys
+from aibill.store.schema import entries, holds, idempotency_keys, memberships
 from aibill.store.types import UTCDateTime
 
 COUNTERS_SQL = "credits_posted, debits_posted, debits_pending, overdraft_limit"
@@ -102,8 +103,13 @@ _CREDIT = fast.Statement(
     " WHERE mandate_id = :mandate AND account_id = :account"
     " RETURNING credits_posted, debits_posted"
 )
-_READ_COUNTERS = fast.Statement(
+_COUNTERS_SQL = (
     f"SELECT {COUNTERS_SQL} FROM accounts WHERE mandate_id = :mandate AND account_id = :account"
+)
+_READ_COUNTERS = fast.Statement(_COUNTERS_SQL)
+_LOCK_COUNTERS = fast.Statement(_COUNTERS_SQL + " FOR UPDATE")
+_HAS_LIMITS = fast.Statement(
+    "SELECT 1 AS found FROM spending_limits WHERE mandate_id = :mandate LIMIT 1"
 )
 _MARK_CAPTURED = fast.Statement(
     "UPDATE holds SET status = 'captured', resolved_at = :now, captured_micros = :micros,"
@@ -181,6 +187,44 @@ def counters(conn: Connection, mandate: str, account: str) -> Any:
     return _READ_COUNTERS.first(conn, {"mandate": mandate, "account": account})
 
 
+def lock_counters(conn: Connection, mandate: str, account: str, *, lock: bool) -> Any:
+    """The account's counters, locked for the transaction with ``lock``
+    (PostgreSQL; SQLite's single writer already is); None when there is no
+    such account."""
+    stmt = _LOCK_COUNTERS if lock else _READ_COUNTERS
+    return stmt.first(conn, {"mandate": mandate, "account": account})
+
+
+def has_limits(conn: Connection, mandate: str) -> bool:
+    """Whether the mandate has any spending limit."""
+    return _HAS_LIMITS.first(conn, {"mandate": mandate}) is not None
+
+
+def members_among(conn: Connection, mandate: str, users: Collection[str]) -> set[str]:
+    """Which of ``users`` are members of the mandate, in one query."""
+    if not users:
+        return set()
+    query = select(memberships.c.user_id).where(
+        memberships.c.mandate_id == mandate, memberships.c.user_id.in_(sorted(users))
+    )
+    return set(conn.scalars(query))
+
+
+def outcomes_of(conn: Connection, mandate: str, keys: Collection[str]) -> dict[str, Any]:
+    """The stored first outcomes of those of ``keys`` the mandate has used, by
+    key, in one query: each ``(operation, request, outcome, result)``."""
+    if not keys:
+        return {}
+    k = idempotency_keys.c
+    query = select(k.idempotency_key, k.operation, k.request, k.outcome, k.result).where(
+        k.mandate_id == mandate, k.idempotency_key.in_(sorted(keys))
+    )
+    return {
+        r.idempotency_key: (r.operation, r.request, r.outcome, r.result)
+        for r in conn.execute(query)
+    }
+
+
 def hold_row(conn: Connection, mandate: str, hold_id: str, *, lock: bool) -> Any:
     """The hold's row, locked for the transaction with ``lock`` (PostgreSQL;
     SQLite's single writer already is); None when there is no such hold."""
@@ -199,6 +243,16 @@ def insert_entry(conn: Connection, row: dict[str, Any]) -> None:
 def insert_outcome(conn: Connection, row: dict[str, Any]) -> None:
     """Remember an idempotent operation's first outcome."""
     _INSERT_OUTCOME.run(conn, row)
+
+
+def insert_entries(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
+    """Insert many entries in one driver call."""
+    _INSERT_ENTRY.run_many(conn, rows)
+
+
+def insert_outcomes(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
+    """Remember many first outcomes in one driver call."""
+    _INSERT_OUTCOME.run_many(conn, rows)
 
 
 def mark_captured(

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Connection
 
 import aibill
-from aibill import Billing
+from aibill import Billing, HoldStatus
 from aibill.domain import errors as e
 from aibill.store.group import GroupCommit
 
@@ -135,6 +135,74 @@ def test_a_unit_that_fails_undoes_only_its_own_writes(ledger: Billing) -> None:
     assert isinstance(outcomes[1], aibill.Hold)
     assert ledger.balance("acme").balance == D("1.50")
     assert len(ledger.history("acme", kind="debit").entries) == 1
+    assert ledger.verify() == []
+
+
+def test_a_unit_that_fails_after_the_batch_wrote_is_applied_again_alone(ledger: Billing) -> None:
+    """The batch keeps its writes in memory until its end; a unit that must
+    read the database writes them first. When that unit then fails, its own
+    writes cannot be taken back from memory: the batch is applied again, a
+    savepoint per unit, with the same outcomes."""
+    hold = ledger.hold("acme", amount=D("0.50"), idempotency_key="h")
+    hold.capture(D("0.50"))
+    group = _group(ledger)
+    reruns = group.reruns
+    outcomes = _one_batch(
+        ledger,
+        [
+            lambda: ledger.hold("acme", amount=D("0.10"), idempotency_key="before"),
+            lambda: ledger.capture(hold.id, amount=D("0.30")),  # reads the entry, then fails
+            lambda: ledger.credit("acme", D("0.05"), idempotency_key="after"),
+        ],
+    )
+    assert group.reruns == reruns + 1
+    placed, refused, credited = outcomes
+    assert isinstance(placed, aibill.Hold) and not placed.replayed
+    assert isinstance(refused, e.HoldAlreadyCaptured)
+    assert isinstance(credited, aibill.Entry) and credited.balance_after == D("1.55")
+    balance = ledger.balance("acme")
+    assert (balance.balance, balance.pending) == (D("1.55"), D("0.10"))
+    assert len(ledger.history("acme", kind="debit").entries) == 1
+    assert ledger.verify() == []
+
+
+def test_holds_and_captures_of_one_batch_draw_in_order(ledger: Billing) -> None:
+    """Units of one batch on one account see each other's changes in order:
+    a capture frees its hold's reservation for the hold after it, a release
+    too, and a credit funds the hold after it."""
+    first = ledger.hold("acme", amount=D("1.50"), idempotency_key="first")
+    second = ledger.hold("acme", amount=D("0.50"), idempotency_key="second")
+    outcomes = _one_batch(
+        ledger,
+        [
+            lambda: ledger.hold("acme", amount=D("0.50"), idempotency_key="no-room"),
+            lambda: first.capture(D("1.00")),  # frees 1.50, posts 1.00
+            lambda: ledger.hold("acme", amount=D("0.50"), idempotency_key="room"),
+            lambda: ledger.hold("acme", amount=D("0.50"), idempotency_key="full-again"),
+            second.release,
+            lambda: ledger.hold("acme", amount=D("0.50"), idempotency_key="freed"),
+            lambda: ledger.credit("acme", D("0.25"), idempotency_key="top-up"),
+            lambda: ledger.hold("acme", amount=D("0.25"), idempotency_key="funded"),
+            lambda: ledger.hold("acme", amount=D("0.50"), idempotency_key="room"),  # again
+        ],
+    )
+    no_room, captured, room, full, released, freed, credited, funded, again = outcomes
+    assert isinstance(no_room, e.InsufficientBalance) and no_room.available == D("0.00")
+    assert isinstance(captured, aibill.Entry) and captured.balance_after == D("1.00")
+    assert isinstance(room, aibill.Hold)
+    assert isinstance(full, e.InsufficientBalance) and full.available == D("0.00")
+    assert isinstance(released, aibill.Hold) and released.status is HoldStatus.RELEASED
+    assert isinstance(freed, aibill.Hold)
+    assert isinstance(credited, aibill.Entry) and credited.balance_after == D("1.25")
+    assert isinstance(funded, aibill.Hold)
+    assert isinstance(again, aibill.Hold) and again.id == room.id and again.replayed
+    balance = ledger.balance("acme")
+    assert (balance.balance, balance.pending, balance.available) == (
+        D("1.25"),
+        D("1.25"),
+        D("0.00"),
+    )
+    assert {h.id for h in ledger.open_holds("acme")} == {room.id, freed.id, funded.id}
     assert ledger.verify() == []
 
 

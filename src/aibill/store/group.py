@@ -3,15 +3,22 @@ transaction and one commit (concepts.md rule 13).
 
 A caller hands its unit of work to :meth:`GroupCommit.run` and waits. The
 first caller finding no batch running leads: it applies every unit queued by
-then (itself first, at most ``max_batch``) in one transaction, each in a
-savepoint of its own, and commits. Callers arriving meanwhile queue; when the
-batch is done, the head of the queue leads the next one. Nothing waits on a
-timer, so a lone operation runs at once, as it would alone.
+then (itself first, at most ``max_batch``) in one transaction, and commits.
+Callers arriving meanwhile queue; when the batch is done, the head of the
+queue leads the next one. Nothing waits on a timer, so a lone operation runs
+at once, as it would alone.
+
+A batch's units run one after the other with the ledger's writes kept in
+memory (:mod:`aibill.store.overlay`): each account is read and locked once,
+and the batch ends with one UPDATE per account and one multi-row insert per
+table, instead of a round trip per statement of each unit.
 
 Each unit keeps its own outcome. An aibill error raised by one (a conflict,
-an unknown hold, a permission refused) rolls back its savepoint only; a
+an unknown hold, a permission refused) undoes its own changes only; a
 refusal it returns as :class:`~aibill.store.tx.Deferred` keeps what it wrote
-(its idempotency record). No outcome is handed back before the commit. When
+(its idempotency record). When a failed unit's writes had already reached
+the database, the batch is applied again, each unit in a savepoint of its
+own (:func:`apply_each`). No outcome is handed back before the commit. When
 the database asks to try again (a deadlock, a serialization failure, SQLite
 busy, a unique key taken by another process), the whole batch is run again,
 as :func:`aibill.store.tx.run` does for one unit; anything else that fails the
@@ -25,10 +32,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, event
 
 from aibill.domain.errors import AibillError, StoreUnavailable
-from aibill.store import tx
+from aibill.store import ledger, overlay, tx
 
 Work = Callable[[Connection], Any]
 
@@ -87,6 +94,10 @@ class GroupCommit:
         """How many transactions have been committed (for tests and metrics)."""
         self.units = 0
         """How many units of work they applied."""
+        self.reruns = 0
+        """How many batches were applied again with a savepoint per unit."""
+        if not event.contains(engine, "before_cursor_execute", _flush_first):
+            event.listen(engine, "before_cursor_execute", _flush_first)
 
     @property
     def waiting(self) -> int:
@@ -154,8 +165,13 @@ class GroupCommit:
                 slot.error = exc
             self._count(1)
             return
+        works = [s.work for s in batch]
         try:
-            outcomes = tx.run(self._engine, lambda conn: apply_each(conn, [s.work for s in batch]))
+            try:
+                outcomes = tx.run(self._engine, lambda conn: apply_in_memory(conn, works))
+            except overlay.NeedsSavepoints:
+                self.reruns += 1
+                outcomes = tx.run(self._engine, lambda conn: apply_each(conn, works))
         except Exception as exc:  # the transaction failed: every unit fails with it
             for slot in batch:
                 slot.error = exc
@@ -168,6 +184,36 @@ class GroupCommit:
         with self._lock:
             self.batches += 1
             self.units += units
+
+
+def apply_in_memory(conn: Connection, works: list[Work]) -> list[tuple[Any, AibillError | None]]:
+    """Run each unit of work in ``conn``'s transaction with the ledger's
+    writes kept in memory (:mod:`aibill.store.overlay`) and written together
+    at the end: per unit, its result or its aibill error with its changes
+    undone. Raises ``NeedsSavepoints`` when a failed unit's writes had
+    already reached the database."""
+    ov = overlay.Overlay()
+    conn.info[overlay.KEY] = ov
+    try:
+        outcomes: list[tuple[Any, AibillError | None]] = []
+        for work in works:
+            ov.begin_unit()
+            try:
+                outcomes.append((work(conn), None))
+            except AibillError as exc:
+                ov.undo_unit()
+                outcomes.append((None, exc))
+        ledger.flush(conn)
+        return outcomes
+    finally:
+        del conn.info[overlay.KEY]
+
+
+def _flush_first(conn: Connection, *_: Any) -> None:
+    """Before any SQLAlchemy statement in a group's transaction, write what
+    its overlay keeps, so that the statement sees it."""
+    if overlay.KEY in conn.info:
+        ledger.flush(conn)
 
 
 def apply_each(conn: Connection, works: list[Work]) -> list[tuple[Any, AibillError | None]]:

@@ -11,13 +11,13 @@ can never both spend the same money, in threads or in processes.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Table, select
 
 from aibill.domain import rules
-from aibill.store import fast
+from aibill.store import fast, overlay
 from aibill.store.schema import entries, holds, idempotency_keys, memberships
 from aibill.store.types import UTCDateTime
 
@@ -158,7 +158,11 @@ def mandate(conn: Connection, mandate: str, user: str | None, key: str | None) -
     (``member``) and the idempotency record of ``key`` when asked, in one query;
     None when there is no such mandate."""
     stmt = _MANDATE[(user is not None, key is not None)]
-    return stmt.first(conn, {"mandate": mandate, "user": user, "key": key})
+    params = {"mandate": mandate, "user": user, "key": key}
+    ov = overlay.of(conn)
+    if ov is None:
+        return stmt.first(conn, params)
+    return ov.mandate(mandate, user, key, lambda: stmt.first(conn, params))
 
 
 def take(
@@ -167,23 +171,39 @@ def take(
     """Add ``micros`` to the account's pending (a hold) or posted debits; with
     ``enforce`` only if the available balance covers it. The counters after the
     change, or None when refused."""
-    params = {"mandate": mandate, "account": account, "micros": micros}
-    return _TAKE[(pending, enforce)].first(conn, params)
+    ov = overlay.of(conn)
+    if ov is None:
+        params = {"mandate": mandate, "account": account, "micros": micros}
+        return _TAKE[(pending, enforce)].first(conn, params)
+    found = _group_counters(conn, ov, mandate, account)
+    if found is None:
+        return None
+    return ov.take((mandate, account), found, micros, pending=pending, enforce=enforce)
 
 
 def add_credit(conn: Connection, mandate: str, account: str, micros: int) -> Any:
     """Add ``micros`` to the account's credits; its posted counters after."""
-    return _CREDIT.one(conn, {"mandate": mandate, "account": account, "micros": micros})
+    ov = overlay.of(conn)
+    if ov is None:
+        return _CREDIT.one(conn, {"mandate": mandate, "account": account, "micros": micros})
+    return _group_change(conn, ov, mandate, account, (micros, 0, 0))
 
 
 def post_capture(conn: Connection, mandate: str, account: str, debit: int, freed: int) -> Any:
     """Post a capture's debit and free its reservation; the counters after."""
-    params = {"mandate": mandate, "account": account, "micros": debit, "freed": freed}
-    return _POST_CAPTURE.one(conn, params)
+    ov = overlay.of(conn)
+    if ov is None:
+        params = {"mandate": mandate, "account": account, "micros": debit, "freed": freed}
+        return _POST_CAPTURE.one(conn, params)
+    return _group_change(conn, ov, mandate, account, (0, debit, -freed))
 
 
 def counters(conn: Connection, mandate: str, account: str) -> Any:
     """The account's counters, or None when there is no such account."""
+    ov = overlay.of(conn)
+    known = None if ov is None else ov.known_counters((mandate, account))
+    if known is not None:
+        return known
     return _READ_COUNTERS.first(conn, {"mandate": mandate, "account": account})
 
 
@@ -229,20 +249,36 @@ def hold_row(conn: Connection, mandate: str, hold_id: str, *, lock: bool) -> Any
     """The hold's row, locked for the transaction with ``lock`` (PostgreSQL;
     SQLite's single writer already is); None when there is no such hold."""
     stmt = _LOCK_HOLD if lock else _READ_HOLD
-    return stmt.first(conn, {"mandate": mandate, "hold": hold_id})
+    params = {"mandate": mandate, "hold": hold_id}
+    ov = overlay.of(conn)
+    if ov is None:
+        return stmt.first(conn, params)
+    return ov.hold((mandate, hold_id), lambda: stmt.first(conn, params))
 
 
 def insert_hold(conn: Connection, row: dict[str, Any]) -> None:
-    _INSERT_HOLD.run(conn, row)
+    ov = overlay.of(conn)
+    if ov is None:
+        _INSERT_HOLD.run(conn, row)
+    else:
+        ov.insert_hold(row)
 
 
 def insert_entry(conn: Connection, row: dict[str, Any]) -> None:
-    _INSERT_ENTRY.run(conn, row)
+    ov = overlay.of(conn)
+    if ov is None:
+        _INSERT_ENTRY.run(conn, row)
+    else:
+        ov.insert_entry(row)
 
 
 def insert_outcome(conn: Connection, row: dict[str, Any]) -> None:
     """Remember an idempotent operation's first outcome."""
-    _INSERT_OUTCOME.run(conn, row)
+    ov = overlay.of(conn)
+    if ov is None:
+        _INSERT_OUTCOME.run(conn, row)
+    else:
+        ov.insert_outcome(row)
 
 
 def insert_entries(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
@@ -258,6 +294,12 @@ def insert_outcomes(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
 def mark_captured(
     conn: Connection, mandate: str, hold_id: str, micros: int, entry_id: str, now: datetime
 ) -> None:
+    ov = overlay.of(conn)
+    changes = {"status": "captured", "resolved_at": now.astimezone(UTC)}
+    changes |= {"captured_micros": micros, "entry_id": entry_id}
+    if ov is not None and ov.settle_hold((mandate, hold_id), changes):
+        return
+    flush(conn)
     params = {"mandate": mandate, "hold": hold_id, "now": now, "micros": micros}
     _MARK_CAPTURED.run(conn, {**params, "entry": entry_id})
 
@@ -272,22 +314,35 @@ def end_hold(
     now: datetime,
 ) -> None:
     """End a pending hold (released or expired) and free its reservation."""
+    ov = overlay.of(conn)
+    changes = {"status": status, "resolved_at": now.astimezone(UTC)}
+    if ov is not None and ov.settle_hold((mandate, hold_id), changes):
+        _group_change(conn, ov, mandate, account, (0, 0, -micros))
+        return
+    flush(conn)
     _END_HOLD.run(conn, {"mandate": mandate, "hold": hold_id, "status": status, "now": now})
     _FREE_PENDING.run(conn, {"mandate": mandate, "account": account, "micros": micros})
+    if ov is not None:
+        ov.forget_account((mandate, account))
 
 
 def expire_overdue(conn: Connection, mandate: str, account: str, now: datetime) -> int:
     """Expire the account's overdue holds, freeing their reservations; returns
     how many micro-units were freed."""
+    flush(conn)
     rows = _EXPIRE_OVERDUE.run(conn, {"mandate": mandate, "account": account, "now": now})
     freed = sum(int(r.amount_micros) for r in rows)
     if freed:
         _FREE_PENDING.run(conn, {"mandate": mandate, "account": account, "micros": freed})
+    ov = overlay.of(conn)
+    if rows and ov is not None:
+        ov.forget_account((mandate, account))
     return freed
 
 
 def overdue_micros(conn: Connection, mandate: str, account: str, now: datetime) -> int:
     """What the account's holds past their time still reserve."""
+    flush(conn)
     row = _OVERDUE_TOTAL.one(conn, {"mandate": mandate, "account": account, "now": now})
     return int(row.total)
 
@@ -306,7 +361,48 @@ def spent(
 ) -> int:
     """What ``subject`` spent since ``start``: its debits, and every open hold,
     whenever placed (if captured, it posts now)."""
+    flush(conn)
     posted, held = _SPENT[scope]
     params = {"mandate": mandate, "subject": subject}
     total = posted.one(conn, {**params, "start": start}).total
     return int(total) + int(held.one(conn, {**params, "now": now}).total)
+
+
+# ------------------------------------------------- a group's writes in memory
+
+
+def flush(conn: Connection) -> None:
+    """Write what a group's overlay keeps (:mod:`aibill.store.overlay`), if any:
+    before a statement that reads what it keeps."""
+    ov = overlay.of(conn)
+    if ov is not None:
+        ov.flush(conn, _GROUP_INSERTS)
+
+
+_GROUP_INSERTS = {
+    "holds": _INSERT_HOLD,
+    "entries": _INSERT_ENTRY,
+    "idempotency_keys": _INSERT_OUTCOME,
+}
+
+
+def _group_counters(conn: Connection, ov: overlay.Overlay, mandate: str, account: str) -> Any:
+    """The account's counters as the group has them, read (and on PostgreSQL
+    locked) the first time."""
+    lock = conn.dialect.name == "postgresql"
+    return ov.counters((mandate, account), lambda: lock_counters(conn, mandate, account, lock=lock))
+
+
+def _group_change(
+    conn: Connection,
+    ov: overlay.Overlay,
+    mandate: str,
+    account: str,
+    delta: tuple[int, int, int],
+) -> Any:
+    """Add ``(credits, posted, pending)`` to the account in the group; its counters after."""
+    found = _group_counters(conn, ov, mandate, account)
+    if found is None:
+        raise AssertionError(f"no account {account!r} in mandate {mandate!r}")
+    ov.change((mandate, account), found, delta)
+    return found.row()

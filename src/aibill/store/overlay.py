@@ -1,0 +1,287 @@
+"""A group's ledger writes kept in memory until its commit (concepts.md rule 13).
+
+When group commit applies several units of work in one transaction
+(:mod:`aibill.store.group`), each unit would otherwise send its statements
+one after the other: read the mandate and the key, update the account, insert
+the hold or the entry and the idempotency record, each a round trip. With an
+:class:`Overlay` on the connection, the money path's statements
+(:mod:`aibill.store.ledger`) are answered from memory where they can be:
+
+- an account's counters are read (and on PostgreSQL locked) once, then
+  changed in memory; one UPDATE per account writes the sum of the changes;
+- a hold read once (and locked) is kept, and a new hold, entry or
+  idempotency record is kept, to be inserted with the others in one driver
+  call per table (:meth:`Overlay.flush`);
+- a mandate, a membership and a key the group has already read or written
+  are answered from memory.
+
+Anything else that reads these tables (a spending limit's sums, an
+overdue-hold sweep, any SQLAlchemy statement) first flushes what is kept, so
+every statement sees exactly the rows a unit at a time would have written.
+
+A unit that raises an aibill error has its changes undone in memory, as a
+savepoint would undo them in the database. If its changes already reached
+the database (a flush happened inside it), that cannot be undone:
+:class:`NeedsSavepoints` is raised, the transaction rolls back, and the
+group is applied again with a savepoint per unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
+
+from sqlalchemy import Connection
+
+from aibill.domain import rules
+from aibill.store import fast
+
+KEY = "aibill.overlay"
+Account = tuple[str, str]
+
+_APPLY = fast.Statement(
+    "UPDATE accounts SET credits_posted = credits_posted + :credits,"
+    " debits_posted = debits_posted + :posted, debits_pending = debits_pending + :pending"
+    " WHERE mandate_id = :mandate AND account_id = :account"
+)
+_SETTLE_HOLD = fast.Statement(
+    "UPDATE holds SET status = :status, resolved_at = :resolved_at,"
+    " captured_micros = :captured_micros, entry_id = :entry_id"
+    " WHERE mandate_id = :mandate_id AND hold_id = :hold_id",
+    times=("resolved_at",),
+)
+_HOLD_EXTRA = {"resolved_at": None, "captured_micros": None, "entry_id": None}
+
+
+class NeedsSavepoints(Exception):
+    """A unit failed after its writes reached the database: apply the group
+    again, a savepoint per unit."""
+
+
+class _Counters:
+    __slots__ = ("credits_posted", "debits_pending", "debits_posted", "overdraft_limit")
+
+    def __init__(self, row: Any) -> None:
+        self.credits_posted = int(row.credits_posted)
+        self.debits_posted = int(row.debits_posted)
+        self.debits_pending = int(row.debits_pending)
+        self.overdraft_limit = int(row.overdraft_limit)
+
+    def row(self) -> fast.Row:
+        return fast.Row(
+            {
+                "credits_posted": self.credits_posted,
+                "debits_posted": self.debits_posted,
+                "debits_pending": self.debits_pending,
+                "overdraft_limit": self.overdraft_limit,
+            }
+        )
+
+
+def of(conn: Connection) -> Overlay | None:
+    """The overlay of ``conn``'s transaction, if a group put one there."""
+    found: Overlay | None = conn.info.get(KEY)
+    return found
+
+
+class Overlay:
+    """What one group's units have read and written of the ledger, in memory."""
+
+    def __init__(self) -> None:
+        self._counters: dict[Account, _Counters | None] = {}
+        self._deltas: dict[Account, list[int]] = {}  # credits, posted, pending
+        self._holds: dict[tuple[str, str], dict[str, Any]] = {}
+        self._new_holds: set[tuple[str, str]] = set()
+        self._settled: set[tuple[str, str]] = set()
+        self._entries: list[dict[str, Any]] = []
+        self._outcomes: dict[tuple[str, str], dict[str, Any]] = {}
+        self._mandates: dict[str, Any] = {}
+        self._members: dict[tuple[str, str], bool] = {}
+        self._undo: list[Callable[[], None]] = []
+        self.flushed_in_unit = False
+
+    # ---------------------------------------------------------------- units
+
+    def begin_unit(self) -> None:
+        self._undo.clear()
+        self.flushed_in_unit = False
+
+    def undo_unit(self) -> None:
+        """Undo the failed unit's changes, newest first."""
+        if self.flushed_in_unit:
+            raise NeedsSavepoints()
+        while self._undo:
+            self._undo.pop()()
+
+    @property
+    def dirty(self) -> bool:
+        return bool(
+            self._deltas or self._new_holds or self._settled or self._entries or self._outcomes
+        )
+
+    # ------------------------------------------------------- mandate and key
+
+    def mandate(
+        self, mandate: str, user: str | None, key: str | None, read: Callable[[], Any]
+    ) -> Any:
+        """``ledger.mandate``'s row, from memory where the group knows it."""
+        known = mandate in self._mandates and (user is None or (mandate, user) in self._members)
+        kept = None if key is None else self._outcomes.get((mandate, key))
+        if not known or (key is not None and kept is None):
+            row = read()
+            if row is None:
+                return None
+            self._mandates[mandate] = (row.billing_model, row.currency)
+            if user is not None:
+                self._members[(mandate, user)] = row.member is not None
+            if kept is None:
+                return row
+        billing_model, currency = self._mandates[mandate]
+        out = {"billing_model": billing_model, "currency": currency}
+        if user is not None:
+            out["member"] = user if self._members[(mandate, user)] else None
+        if key is not None:
+            assert kept is not None
+            for name in ("operation", "request", "outcome", "result"):
+                out[name] = kept[name]
+        return fast.Row(out)
+
+    def insert_outcome(self, row: dict[str, Any]) -> None:
+        ident = (row["mandate_id"], row["idempotency_key"])
+        self._outcomes[ident] = row
+
+        def undo() -> None:
+            del self._outcomes[ident]
+
+        self._undo.append(undo)
+
+    # --------------------------------------------------------------- accounts
+
+    def counters(self, account: Account, read: Callable[[], Any]) -> _Counters | None:
+        if account not in self._counters:
+            row = read()
+            self._counters[account] = None if row is None else _Counters(row)
+        return self._counters[account]
+
+    def known_counters(self, account: Account) -> fast.Row | None:
+        """The counters as the group has them, or None when not read yet."""
+        found = self._counters.get(account)
+        return None if found is None else found.row()
+
+    def change(self, account: Account, counters: _Counters, delta: tuple[int, int, int]) -> None:
+        """Add ``(credits, posted, pending)`` to the account, undoably."""
+        credits, posted, pending = delta
+        counters.credits_posted += credits
+        counters.debits_posted += posted
+        counters.debits_pending += pending
+        sums = self._deltas.setdefault(account, [0, 0, 0])
+        sums[0] += credits
+        sums[1] += posted
+        sums[2] += pending
+
+        def undo() -> None:
+            counters.credits_posted -= credits
+            counters.debits_posted -= posted
+            counters.debits_pending -= pending
+            sums[0] -= credits
+            sums[1] -= posted
+            sums[2] -= pending
+
+        self._undo.append(undo)
+
+    def take(
+        self, account: Account, counters: _Counters, micros: int, *, pending: bool, enforce: bool
+    ) -> fast.Row | None:
+        """``ledger.take`` in memory: the same condition (rule 2), the same answer."""
+        if enforce and not rules.fits(rules.account_available(counters), micros):
+            return None
+        self.change(account, counters, (0, 0, micros) if pending else (0, micros, 0))
+        return counters.row()
+
+    def forget_account(self, account: Account) -> None:
+        """Read the account (and its holds) again: a statement changed them in the database."""
+        self._counters.pop(account, None)
+        for ident in [i for i, h in self._holds.items() if (i[0], h["account_id"]) == account]:
+            del self._holds[ident]
+
+    # ------------------------------------------------------------------ holds
+
+    def hold(self, ident: tuple[str, str], read: Callable[[], Any]) -> fast.Row | None:
+        if ident not in self._holds:
+            row = read()
+            if row is None:
+                return None
+            self._holds[ident] = dict(row._mapping)
+        return fast.Row(dict(self._holds[ident]))
+
+    def insert_hold(self, row: dict[str, Any]) -> None:
+        ident = (row["mandate_id"], row["hold_id"])
+        stored = {**row, **_HOLD_EXTRA}
+        for name in ("created_at", "expires_at"):
+            stored[name] = stored[name].astimezone(UTC)
+        self._holds[ident] = stored
+        self._new_holds.add(ident)
+
+        def undo() -> None:
+            self._holds.pop(ident, None)
+            self._new_holds.discard(ident)
+
+        self._undo.append(undo)
+
+    def settle_hold(self, ident: tuple[str, str], changes: dict[str, Any]) -> bool:
+        """Change a hold the group has read; False when it has not."""
+        held = self._holds.get(ident)
+        if held is None:
+            return False
+        before = {name: held[name] for name in changes}
+        was_settled = ident in self._settled
+        held.update(changes)
+        if ident not in self._new_holds:
+            self._settled.add(ident)
+
+        def undo() -> None:
+            held.update(before)
+            if not was_settled:
+                self._settled.discard(ident)
+
+        self._undo.append(undo)
+        return True
+
+    # ---------------------------------------------------------------- entries
+
+    def insert_entry(self, row: dict[str, Any]) -> None:
+        self._entries.append(row)
+
+        def undo() -> None:
+            self._entries.pop()
+
+        self._undo.append(undo)
+
+    # ------------------------------------------------------------------ flush
+
+    def flush(self, conn: Connection, insert: dict[str, fast.Statement]) -> None:
+        """Write what is kept: one UPDATE per account changed, then the new
+        holds, entries, settled holds and idempotency records, one driver call
+        per table. ``insert`` names the INSERT of each table."""
+        if not self.dirty:
+            return
+        self.flushed_in_unit = True
+        for (mandate, account), (credits, posted, pending) in sorted(self._deltas.items()):
+            if credits or posted or pending:
+                params = {"credits": credits, "posted": posted, "pending": pending}
+                _APPLY.run(conn, {**params, "mandate": mandate, "account": account})
+        insert["holds"].run_many(conn, [self._holds[i] for i in sorted(self._new_holds)])
+        insert["entries"].run_many(conn, self._entries)
+        settled = [{**self._holds[i], **_ident(i)} for i in sorted(self._settled)]
+        _SETTLE_HOLD.run_many(conn, settled)
+        insert["idempotency_keys"].run_many(conn, list(self._outcomes.values()))
+        self._deltas.clear()
+        self._new_holds.clear()
+        self._settled.clear()
+        self._entries = []
+        self._outcomes.clear()
+
+
+def _ident(ident: tuple[str, str]) -> dict[str, str]:
+    return {"mandate_id": ident[0], "hold_id": ident[1]}

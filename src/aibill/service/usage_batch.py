@@ -39,6 +39,7 @@ from aibill.service.postings import Posted
 from aibill.service.pricing import Memo
 from aibill.store import ledger, tx
 from aibill.store.group import apply_each
+from aibill.store.overlay import Counters
 
 Items = list[tuple[int, usage.Prepared]]
 
@@ -167,18 +168,6 @@ def _outcome(result: Entry | e.Refused) -> RecordOutcome:
     return RecordOutcome(entry=result)
 
 
-class _Counters:
-    """An account's counters as the batch has drawn them so far."""
-
-    __slots__ = ("credits_posted", "debits_pending", "debits_posted", "overdraft_limit")
-
-    def __init__(self, row: Any) -> None:
-        self.credits_posted = int(row.credits_posted)
-        self.debits_posted = int(row.debits_posted)
-        self.debits_pending = int(row.debits_pending)
-        self.overdraft_limit = int(row.overdraft_limit)
-
-
 class Batched(usage.Direct):
     """The ledger as a batch's records see it: each decision, price, rate
     and markup read once; each account's counters read (and locked) once and
@@ -189,7 +178,7 @@ class Batched(usage.Direct):
         super().__init__(cx)
         self._decided: dict[tuple[Any, ...], Any] = {}
         self._memo: Memo = {}
-        self._accounts: dict[tuple[str, str], _Counters | None] = {}
+        self._accounts: dict[tuple[str, str], Counters | None] = {}
         self._drawn: dict[tuple[str, str], int] = {}
         self._expired: set[tuple[str, str]] = set()
         self.entries: list[dict[str, Any]] = []
@@ -282,14 +271,14 @@ class Batched(usage.Direct):
         ledger.insert_entries(conn, self.entries)
         ledger.insert_outcomes(conn, self.outcomes)
 
-    def _counters(self, conn: Connection, key: tuple[str, str]) -> _Counters | None:
+    def _counters(self, conn: Connection, key: tuple[str, str]) -> Counters | None:
         if key not in self._accounts:
             row = ledger.lock_counters(conn, *key, lock=self.cx.pg)
-            self._accounts[key] = None if row is None else _Counters(row)
+            self._accounts[key] = None if row is None else Counters(row)
         return self._accounts[key]
 
     def _expire(
-        self, conn: Connection, key: tuple[str, str], acct: _Counters, now: datetime
+        self, conn: Connection, key: tuple[str, str], acct: Counters, now: datetime
     ) -> bool:
         """Expire the account's overdue holds (once a batch: it creates none);
         whether that freed anything."""

@@ -59,7 +59,9 @@ class NeedsSavepoints(Exception):
     again, a savepoint per unit."""
 
 
-class _Counters:
+class Counters:
+    """An account's counters, changed in memory."""
+
     __slots__ = ("credits_posted", "debits_pending", "debits_posted", "overdraft_limit")
 
     def __init__(self, row: Any) -> None:
@@ -89,7 +91,7 @@ class Overlay:
     """What one group's units have read and written of the ledger, in memory."""
 
     def __init__(self) -> None:
-        self._counters: dict[Account, _Counters | None] = {}
+        self._counters: dict[Account, Counters | None] = {}
         self._deltas: dict[Account, list[int]] = {}  # credits, posted, pending
         self._holds: dict[tuple[str, str], dict[str, Any]] = {}
         self._new_holds: set[tuple[str, str]] = set()
@@ -158,10 +160,10 @@ class Overlay:
 
     # --------------------------------------------------------------- accounts
 
-    def counters(self, account: Account, read: Callable[[], Any]) -> _Counters | None:
+    def counters(self, account: Account, read: Callable[[], Any]) -> Counters | None:
         if account not in self._counters:
             row = read()
-            self._counters[account] = None if row is None else _Counters(row)
+            self._counters[account] = None if row is None else Counters(row)
         return self._counters[account]
 
     def known_counters(self, account: Account) -> fast.Row | None:
@@ -169,7 +171,7 @@ class Overlay:
         found = self._counters.get(account)
         return None if found is None else found.row()
 
-    def change(self, account: Account, counters: _Counters, delta: tuple[int, int, int]) -> None:
+    def change(self, account: Account, counters: Counters, delta: tuple[int, int, int]) -> None:
         """Add ``(credits, posted, pending)`` to the account, undoably."""
         credits, posted, pending = delta
         counters.credits_posted += credits
@@ -191,7 +193,7 @@ class Overlay:
         self._undo.append(undo)
 
     def take(
-        self, account: Account, counters: _Counters, micros: int, *, pending: bool, enforce: bool
+        self, account: Account, counters: Counters, micros: int, *, pending: bool, enforce: bool
     ) -> fast.Row | None:
         """``ledger.take`` in memory: the same condition (rule 2), the same answer."""
         if enforce and not rules.fits(rules.account_available(counters), micros):

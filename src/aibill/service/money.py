@@ -27,7 +27,17 @@ from aibill.domain import errors as e
 from aibill.domain import rules
 from aibill.domain.batch import RecordOutcome, UsageRecord
 from aibill.domain.held import HeldCall
-from aibill.domain.model import CheckResult, Entry, EntryKind, Hold, HoldStatus, Tags, check_key
+from aibill.domain.model import (
+    POOL_ACCOUNT,
+    CheckResult,
+    Entry,
+    EntryKind,
+    Hold,
+    HoldStatus,
+    Tags,
+    check_key,
+    wallet_account,
+)
 from aibill.domain.money import from_micros, to_micros
 from aibill.domain.prices import Charge
 from aibill.domain.principal import Scope
@@ -57,6 +67,7 @@ from aibill.service.postings import (
 )
 from aibill.service.reads import balance_of
 from aibill.store import history, ledger, tx
+from aibill.store.overlay import Reads
 
 
 class MoneyPath:
@@ -124,7 +135,7 @@ class MoneyPath:
             )
             return entry
 
-        return cx.apply(work)
+        return cx.apply(work, _drawing(mandate, key, user))
 
     def hold(
         self,
@@ -191,7 +202,7 @@ class MoneyPath:
             cx.remember(conn, mandate, key, "hold", request, hold, now)
             return hold
 
-        return HeldCall.of(self, cx.apply(work))
+        return HeldCall.of(self, cx.apply(work, _drawing(mandate, key, user)))
 
     def estimate(
         self,
@@ -353,7 +364,7 @@ class MoneyPath:
                 cx.remember(conn, mandate, key, "capture", request, entry, now)
             return entry
 
-        return cx.apply(work)
+        return cx.apply(work, _reads(mandate, key, hold_id))
 
     def release(self, hold_id: str, *, idempotency_key: str | None = None) -> Hold:
         """Free a hold without a debit (the call failed or never started).
@@ -399,7 +410,7 @@ class MoneyPath:
                 cx.remember(conn, mandate, key, "release", request, hold, now)
             return hold
 
-        return cx.apply(work)
+        return cx.apply(work, _reads(mandate, key, hold_id))
 
     def record_usage(
         self,
@@ -451,7 +462,9 @@ class MoneyPath:
             description=description,
             metadata=metadata,
         )
-        return self._cx.apply(usage_records.work(self._cx, usage_records.prepare(record)))
+        prepared = usage_records.prepare(record)
+        reads = _drawing(mandate, prepared.key, user)
+        return self._cx.apply(usage_records.work(self._cx, prepared), reads)
 
     def record_usage_batch(self, records: Sequence[UsageRecord]) -> list[RecordOutcome]:
         """Post up to 1,000 usage records in one transaction (concepts.md rule 13).
@@ -466,6 +479,22 @@ class MoneyPath:
         nothing twice.
         """
         return usage_batch.record_batch(self._cx, records)
+
+
+def _drawing(mandate: str, key: str, user: str | None) -> Reads:
+    """What a hold, a usage record or a credit for ``user`` reads first: its
+    key, the user's membership, and the accounts it may draw from, whichever
+    the mandate's billing model (not yet read) names."""
+    keys = ((mandate, key),)
+    if user is None:
+        return Reads(keys=keys, accounts=((mandate, POOL_ACCOUNT),))
+    accounts = ((mandate, POOL_ACCOUNT), (mandate, wallet_account(user)))
+    return Reads(keys=keys, accounts=accounts, members=((mandate, user),))
+
+
+def _reads(mandate: str, key: str | None, hold_id: str) -> Reads:
+    """What a capture or a release reads first: its hold, and its key if any."""
+    return Reads(keys=() if key is None else ((mandate, key),), holds=((mandate, hold_id),))
 
 
 def _take_hold(

@@ -47,10 +47,11 @@ DEFAULT_MAX_WAIT_S = 30.0
 class _Slot:
     """One caller's unit of work, and then its outcome."""
 
-    __slots__ = ("done", "error", "lead", "result", "work")
+    __slots__ = ("done", "error", "lead", "reads", "result", "work")
 
-    def __init__(self, work: Work) -> None:
+    def __init__(self, work: Work, reads: overlay.Reads | None) -> None:
         self.work = work
+        self.reads = reads
         self.done = threading.Event()
         self.lead = False
         self.result: Any = None
@@ -105,11 +106,12 @@ class GroupCommit:
         with self._lock:
             return sum(1 for slot in self._queue if not slot.lead)
 
-    def run(self, work: Work) -> Any:
+    def run(self, work: Work, reads: overlay.Reads | None = None) -> Any:
         """Apply ``work`` (in a batch when others are in flight) and return its
         result once it is committed; raise its error, or its ``Deferred``
-        refusal after the commit, as :func:`aibill.store.tx.run` would."""
-        slot = _Slot(work)
+        refusal after the commit, as :func:`aibill.store.tx.run` would.
+        ``reads``: what it reads first, read for the whole batch at once."""
+        slot = _Slot(work, reads)
         with self._lock:
             if len(self._queue) >= self._max_queue:
                 raise StoreUnavailable("Too many operations are waiting for the database.")
@@ -166,9 +168,10 @@ class GroupCommit:
             self._count(1)
             return
         works = [s.work for s in batch]
+        reads = [s.reads for s in batch if s.reads is not None]
         try:
             try:
-                outcomes = tx.run(self._engine, lambda conn: apply_in_memory(conn, works))
+                outcomes = tx.run(self._engine, lambda conn: apply_in_memory(conn, works, reads))
             except overlay.NeedsSavepoints:
                 self.reruns += 1
                 outcomes = tx.run(self._engine, lambda conn: apply_each(conn, works))
@@ -186,7 +189,9 @@ class GroupCommit:
             self.units += units
 
 
-def apply_in_memory(conn: Connection, works: list[Work]) -> list[tuple[Any, AibillError | None]]:
+def apply_in_memory(
+    conn: Connection, works: list[Work], reads: list[overlay.Reads] | None = None
+) -> list[tuple[Any, AibillError | None]]:
     """Run each unit of work in ``conn``'s transaction with the ledger's
     writes kept in memory (:mod:`aibill.store.overlay`) and written together
     at the end: per unit, its result or its aibill error with its changes
@@ -195,6 +200,7 @@ def apply_in_memory(conn: Connection, works: list[Work]) -> list[tuple[Any, Aibi
     ov = overlay.Overlay()
     conn.info[overlay.KEY] = ov
     try:
+        ledger.prefetch(conn, ov, reads or [])
         outcomes: list[tuple[Any, AibillError | None]] = []
         for work in works:
             ov.begin_unit()

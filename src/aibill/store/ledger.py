@@ -10,18 +10,20 @@ can never both spend the same money, in threads or in processes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Table, select
+from sqlalchemy import JSON, Connection, Table, select, tuple_
 
 from aibill.domain import rules
 from aibill.store import fast, overlay
-from aibill.store.schema import entries, holds, idempotency_keys, memberships
+from aibill.store.schema import accounts, entries, holds, idempotency_keys, memberships
+from aibill.store.schema import mandates as mandates_table
 from aibill.store.types import UTCDateTime
 
 COUNTERS_SQL = "credits_posted, debits_posted, debits_pending, overdraft_limit"
+_COUNTER_COLUMNS = [accounts.c[name] for name in COUNTERS_SQL.split(", ")]
 _HOLD_TIMES = ("created_at", "expires_at", "resolved_at")
 _HOLD_JSON = ("metadata", "estimate")
 
@@ -406,3 +408,50 @@ def _group_change(
         raise AssertionError(f"no account {account!r} in mandate {mandate!r}")
     ov.change((mandate, account), found, delta)
     return found.row()
+
+
+def prefetch(conn: Connection, ov: overlay.Overlay, reads: Sequence[overlay.Reads]) -> None:
+    """Read what a group's units will read first, one query per table for the
+    whole group: their mandates and memberships, idempotency records, holds,
+    and the accounts they may draw from (holds and accounts locked on
+    PostgreSQL, in one order)."""
+    mandates = sorted({m for read in reads for m, _ in read.keys + read.holds + read.accounts})
+    if not mandates:
+        return
+    m = mandates_table.c
+    ov.know_mandates(
+        conn.execute(
+            select(m.mandate_id, m.billing_model, m.currency).where(m.mandate_id.in_(mandates))
+        )
+    )
+    members = sorted({pair for read in reads for pair in read.members})
+    if members:
+        b = memberships.c
+        ov.know_members(
+            members,
+            conn.execute(
+                select(b.mandate_id, b.user_id).where(tuple_(b.mandate_id, b.user_id).in_(members))
+            ),
+        )
+    keys = sorted({pair for read in reads for pair in read.keys})
+    if keys:
+        k = idempotency_keys.c
+        query = select(k.mandate_id, k.idempotency_key, k.operation, k.request, k.outcome, k.result)
+        ov.know_keys(
+            keys, conn.execute(query.where(tuple_(k.mandate_id, k.idempotency_key).in_(keys)))
+        )
+    lock = conn.dialect.name == "postgresql"
+    drawn = {pair for read in reads for pair in read.accounts}
+    held = sorted({pair for read in reads for pair in read.holds})
+    if held:
+        h = holds.c
+        query = select(holds).where(tuple_(h.mandate_id, h.hold_id).in_(held))
+        query = query.order_by(h.mandate_id, h.hold_id)
+        drawn |= ov.know_holds(conn.execute(query.with_for_update() if lock else query))
+    if drawn:
+        a = accounts.c
+        query = select(a.mandate_id, a.account_id, *_COUNTER_COLUMNS).where(
+            tuple_(a.mandate_id, a.account_id).in_(sorted(drawn))
+        )
+        query = query.order_by(a.mandate_id, a.account_id)
+        ov.know_accounts(drawn, conn.execute(query.with_for_update() if lock else query))

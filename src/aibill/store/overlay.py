@@ -28,7 +28,8 @@ group is applied again with a savepoint per unit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
@@ -52,6 +53,19 @@ _SETTLE_HOLD = fast.Statement(
     times=("resolved_at",),
 )
 _HOLD_EXTRA = {"resolved_at": None, "captured_micros": None, "entry_id": None}
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """What a unit of work will read first: the idempotency keys, the holds and
+    the accounts it may draw from (each with its mandate), so that a group
+    reads them for all its units at once. A capture's or a release's account
+    is its hold's."""
+
+    keys: tuple[tuple[str, str], ...] = ()
+    holds: tuple[tuple[str, str], ...] = ()
+    accounts: tuple[tuple[str, str], ...] = ()
+    members: tuple[tuple[str, str], ...] = ()
 
 
 class NeedsSavepoints(Exception):
@@ -98,6 +112,7 @@ class Overlay:
         self._settled: set[tuple[str, str]] = set()
         self._entries: list[dict[str, Any]] = []
         self._outcomes: dict[tuple[str, str], dict[str, Any]] = {}
+        self._stored: dict[tuple[str, str], tuple[Any, ...] | None] = {}
         self._mandates: dict[str, Any] = {}
         self._members: dict[tuple[str, str], bool] = {}
         self._undo: list[Callable[[], None]] = []
@@ -128,26 +143,72 @@ class Overlay:
         self, mandate: str, user: str | None, key: str | None, read: Callable[[], Any]
     ) -> Any:
         """``ledger.mandate``'s row, from memory where the group knows it."""
+        stored, key_known = self._key(mandate, key)
         known = mandate in self._mandates and (user is None or (mandate, user) in self._members)
-        kept = None if key is None else self._outcomes.get((mandate, key))
-        if not known or (key is not None and kept is None):
+        if not known or not key_known:
             row = read()
             if row is None:
                 return None
             self._mandates[mandate] = (row.billing_model, row.currency)
             if user is not None:
                 self._members[(mandate, user)] = row.member is not None
-            if kept is None:
+            if not key_known:
                 return row
         billing_model, currency = self._mandates[mandate]
         out = {"billing_model": billing_model, "currency": currency}
         if user is not None:
             out["member"] = user if self._members[(mandate, user)] else None
         if key is not None:
-            assert kept is not None
-            for name in ("operation", "request", "outcome", "result"):
-                out[name] = kept[name]
+            names = ("operation", "request", "outcome", "result")
+            out |= dict(zip(names, stored or (None,) * 4, strict=True))
         return fast.Row(out)
+
+    def _key(self, mandate: str, key: str | None) -> tuple[tuple[Any, ...] | None, bool]:
+        """The first outcome stored under ``key`` as the group knows it, and
+        whether it knows (None: no outcome yet)."""
+        if key is None:
+            return None, True
+        ident = (mandate, key)
+        kept = self._outcomes.get(ident)
+        if kept is not None:
+            return _stored(kept), True
+        if ident in self._stored:
+            return self._stored[ident], True
+        return None, False
+
+    def know_mandates(self, rows: Iterable[Any]) -> None:
+        """Mandates read for the group (one not among them is read when asked)."""
+        for row in rows:
+            self._mandates[row.mandate_id] = (row.billing_model, row.currency)
+
+    def know_members(self, asked: Iterable[tuple[str, str]], rows: Iterable[Any]) -> None:
+        """Which of the ``asked`` (mandate, user) pairs are memberships."""
+        found = {(row.mandate_id, row.user_id) for row in rows}
+        for pair in asked:
+            self._members[pair] = pair in found
+
+    def know_keys(self, asked: Iterable[tuple[str, str]], rows: Iterable[Any]) -> None:
+        """The first outcomes stored under the ``asked`` keys (absent: none yet)."""
+        found = {(r.mandate_id, r.idempotency_key): r for r in rows}
+        for pair in asked:
+            row = found.get(pair)
+            self._stored[pair] = None if row is None else _stored(row._mapping)
+
+    def know_holds(self, rows: Iterable[Any]) -> set[Account]:
+        """Hold rows read (and locked) for the group; their accounts."""
+        accounts = set()
+        for row in rows:
+            self._holds[(row.mandate_id, row.hold_id)] = dict(row._mapping)
+            accounts.add((row.mandate_id, row.account_id))
+        return accounts
+
+    def know_accounts(self, asked: Iterable[Account], rows: Iterable[Any]) -> None:
+        """Accounts read (and locked) for the group; an asked one not among
+        ``rows`` does not exist."""
+        found = {(row.mandate_id, row.account_id): row for row in rows}
+        for account in asked:
+            row = found.get(account)
+            self._counters[account] = None if row is None else Counters(row)
 
     def insert_outcome(self, row: dict[str, Any]) -> None:
         ident = (row["mandate_id"], row["idempotency_key"])
@@ -278,11 +339,17 @@ class Overlay:
         settled = [{**self._holds[i], **_ident(i)} for i in sorted(self._settled)]
         _SETTLE_HOLD.run_many(conn, settled)
         insert["idempotency_keys"].run_many(conn, list(self._outcomes.values()))
+        for ident, kept in self._outcomes.items():
+            self._stored[ident] = _stored(kept)
         self._deltas.clear()
         self._new_holds.clear()
         self._settled.clear()
         self._entries = []
         self._outcomes.clear()
+
+
+def _stored(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (row["operation"], row["request"], row["outcome"], row["result"])
 
 
 def _ident(ident: tuple[str, str]) -> dict[str, str]:

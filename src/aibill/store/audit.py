@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Integer, Row, Select, and_, bindparam, or_, select
+from sqlalchemy import BindParameter, Connection, Integer, Row, Select, bindparam, select, tuple_
 
 from aibill.store.schema import audit_log, platform_audit_log
 
@@ -36,9 +36,11 @@ def _page(platform: bool, after: bool) -> Select[Any]:
     c = table.c
     conds = [] if platform else [c.mandate_id == bindparam("mandate")]
     if after:
-        at: BindParameter[datetime] = bindparam("after_at")
-        audit_id: BindParameter[str] = bindparam("after_id")
-        conds.append(or_(c.at < at, and_(c.at == at, c.audit_id < audit_id)))
+        # Typed as their columns: inside a row comparison a parameter takes no
+        # type from the column it is compared with.
+        at: BindParameter[datetime] = bindparam("after_at", type_=c.at.type)
+        audit_id: BindParameter[str] = bindparam("after_id", type_=c.audit_id.type)
+        conds.append(tuple_(c.at, c.audit_id) < tuple_(at, audit_id))  # an index condition
     return (
         select(table)
         .where(*conds)

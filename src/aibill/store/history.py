@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Integer, and_, bindparam, func, or_, select
+from sqlalchemy import BindParameter, Connection, Integer, bindparam, func, select, tuple_
 
 from aibill.store.schema import accounts, entries, holds
 
@@ -87,9 +87,9 @@ def entry_page(
     if until is not None:
         conds.append(_E.posted_at < until)
     if after is not None:
-        conds.append(
-            or_(_E.posted_at < after[0], and_(_E.posted_at == after[0], _E.entry_id < after[1]))
-        )
+        # A row comparison: both databases use it as an index condition,
+        # where "a < x OR (a = x AND b < y)" is filtered row by row.
+        conds.append(tuple_(_E.posted_at, _E.entry_id) < tuple_(after[0], after[1]))
     query = (
         select(entries)
         .where(*conds)

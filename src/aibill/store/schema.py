@@ -405,10 +405,14 @@ audit_log = Table(
     metadata,
     Column("mandate_id", String(128), primary_key=True),
     *_audit_columns(),
-    Index(None, "mandate_id", "at"),
+    # (at, audit_id) is a page's position: its index makes a deep page's
+    # row comparison an index condition.
+    Index(None, "mandate_id", "at", "audit_id"),
 )
 
-platform_audit_log = Table("platform_audit_log", metadata, *_audit_columns())
+platform_audit_log = Table(
+    "platform_audit_log", metadata, *_audit_columns(), Index(None, "at", "audit_id")
+)
 
 
 # -------------------------------------------------------------- web sessions

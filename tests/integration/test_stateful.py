@@ -50,6 +50,7 @@ from aibill import (
     InsufficientBalance,
     ManualClock,
 )
+from tests.integration.test_group_commit import _one_batch
 
 MICROS = 1_000_000
 SLOTS = ("unlimited", "pool", "alice", "bob")
@@ -522,12 +523,15 @@ def make_machine(billing: Billing, clock: ManualClock) -> type[RuleBasedStateMac
                 max_size=6,
             ),
             wait=waits,
+            together=st.sampled_from(["batch", "group"]),
         )
         def record_usage_batch(
-            self, records: list[tuple[str, int | str, bool, bool]], wait: int | str
+            self, records: list[tuple[str, int | str, bool, bool]], wait: int | str, together: str
         ) -> None:
             """Several usage records in one transaction (rule 13): each keeps the
-            outcome it would have alone, in order, seeing the ones before it."""
+            outcome it would have alone, in order, seeing the ones before it.
+            Sent as one batch, or as concurrent calls that group commit applies
+            in one transaction."""
             self.wait(wait, records[0][0], "record_usage_batch")
             sent, expected = [], []
             for slot, size, happened, tag_user in records:
@@ -548,7 +552,7 @@ def make_machine(billing: Billing, clock: ManualClock) -> type[RuleBasedStateMac
                 short = self.expected_shortfall(slot, amount)
                 expected.append((slot, kwargs, amount, short, acct.balance))
                 self.settle(slot, short)
-            outcomes = billing.record_usage_batch(sent)
+            outcomes = _send(billing, sent, together)
             for (slot, kwargs, amount, short, figure), outcome in zip(
                 expected, outcomes, strict=True
             ):
@@ -567,7 +571,7 @@ def make_machine(billing: Billing, clock: ManualClock) -> type[RuleBasedStateMac
                 self.calls.append(Call("record_usage", slot, kwargs, got))
             for slot in {slot for slot, *_ in records}:
                 self.check_unchanged(slot)
-            event(f"a batch of {len(records)} usage records")
+            event(f"{len(records)} usage records sent as one {together}")
 
         @precondition(lambda self: any(h.status is HoldStatus.PENDING for h in self.holds))
         @rule(
@@ -711,12 +715,37 @@ def make_machine(billing: Billing, clock: ManualClock) -> type[RuleBasedStateMac
     return LedgerMachine
 
 
+def _send(billing: Billing, records: list[aibill.UsageRecord], together: str) -> list[Any]:
+    """``records`` as one batch, or as concurrent ``record_usage`` calls that
+    group commit applies in one transaction, in this order."""
+    if together == "batch":
+        return billing.record_usage_batch(records)
+    calls = [
+        lambda r=r: billing.record_usage(
+            r.mandate,
+            amount=r.amount,
+            user=r.user,
+            already_happened=r.already_happened,
+            idempotency_key=r.idempotency_key,
+        )
+        for r in records
+    ]
+    return [
+        aibill.RecordOutcome(error=o)
+        if isinstance(o, aibill.AibillError)
+        else aibill.RecordOutcome(entry=o)
+        for o in _one_batch(billing, calls)
+    ]
+
+
 @pytest.fixture
 def ledger(db_url: str) -> Iterator[tuple[Billing, ManualClock]]:
     clock = ManualClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
     # Durability on power loss is not what this test is about: NORMAL spares
     # SQLite an fsync per commit (it is ignored on PostgreSQL).
-    billing = aibill.connect(db_url, clock=clock, sqlite_synchronous="NORMAL")
+    # Group commit on for both databases: a lone call is applied exactly as
+    # without it, and calls sent together share a transaction.
+    billing = aibill.connect(db_url, clock=clock, sqlite_synchronous="NORMAL", group_commit=True)
     yield billing, clock
     billing.close()
 

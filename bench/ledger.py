@@ -16,8 +16,9 @@ what ``aibill / raw`` could ever reach with this schema.
 
 Cases: SQLite (a file, WAL + synchronous=FULL) and PostgreSQL (a throwaway
 database, server defaults), 1 and 16 clients, one hot account and 1,000
-accounts picked at random, and 64 clients on PostgreSQL's hot account. Clients are threads; PostgreSQL with 16 clients is
-also run with processes, because threads share one GIL.
+accounts picked at random, and 64 clients on PostgreSQL's hot account.
+Clients are threads; PostgreSQL with 16 clients is also run with processes,
+because threads share one GIL.
 
     .venv/bin/python bench/ledger.py            # full: steadier, a few minutes
     .venv/bin/python bench/ledger.py --quick    # under a minute

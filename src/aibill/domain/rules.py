@@ -207,6 +207,30 @@ def period_start(now: datetime, period: str) -> datetime:
     return day.replace(day=1)
 
 
+def period_end(start: datetime, period: str) -> datetime:
+    """The start of the period after the one that starts at ``start``."""
+    if period == "day":
+        return start + timedelta(days=1)
+    if period == "week":
+        return start + timedelta(days=7)
+    if start.month == 12:
+        return start.replace(year=start.year + 1, month=1)
+    return start.replace(month=start.month + 1)
+
+
+def counted_spend(spent_since: datetime, spent_micros: int, start: datetime) -> int | None:
+    """Rule 1 over a limit's running total: what the period starting at
+    ``start`` has posted, from the total counted since ``spent_since`` (a
+    period's start). A total of an earlier period means nothing yet in this
+    one; a total of a later period (a clock behind the ledger's) says nothing
+    about this one: None, count the entries."""
+    if spent_since == start:
+        return spent_micros
+    if spent_since < start:
+        return 0
+    return None
+
+
 def limit_passed(limit_micros: int, spent_micros: int, asked_micros: int) -> bool:
     """Rules 1 and 5: ``asked_micros`` more would pass a spending limit when
     what the period already spent plus it is above the limit (reaching the limit

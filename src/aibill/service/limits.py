@@ -54,7 +54,18 @@ class Limits:
                 return SpendingLimit(
                     mandate, scope, subject, period, from_micros(micros), op.currency
                 )
-            tenants.replace_limit(conn, mandate, scope, subject, period, micros, cx.now())
+            now = cx.now()
+            if old is None:  # a new limit: count its period so far
+                assert micros is not None
+                tenants.hold_debits_still(conn)
+                start = rules.period_start(now, period)
+                end = rules.period_end(start, period)
+                spent = ledger.posted_between(conn, mandate, scope, subject, start, end)
+                tenants.add_limit(
+                    conn, mandate, scope, subject, period, micros, now, (start, spent)
+                )
+            else:
+                tenants.change_limit(conn, mandate, scope, subject, period, micros, now)
             target = f"{scope}:{subject}/{period}"
             before = None if old is None else {"amount": from_micros(old)}
             if micros is None:
@@ -103,11 +114,22 @@ def first_passed(
         return None
     rows = ledger.limits_for(conn, op.mandate, user, feature_instance, lock=lock and cx.pg)
     for row in rows:
-        start = rules.period_start(now, row.period)
-        spent = ledger.spent(conn, op.mandate, row.scope, row.subject, start, now)
+        spent = _spent(conn, op.mandate, row, now)
         if rules.limit_passed(row.amount_micros, spent, micros):
             return _exceeded(op.currency, row, spent, micros)
     return None
+
+
+def _spent(conn: Connection, mandate: str, row: Any, now: datetime) -> int:
+    """What the limit's subject has spent in the period of ``now``: the
+    period's running total (or, for a clock behind the ledger's, its entries),
+    and every open hold."""
+    start = rules.period_start(now, row.period)
+    posted = rules.counted_spend(row.spent_since, int(row.spent_micros), start)
+    if posted is None:
+        end = rules.period_end(start, row.period)
+        posted = ledger.posted_between(conn, mandate, row.scope, row.subject, start, end)
+    return posted + ledger.held(conn, mandate, row.scope, row.subject, now)
 
 
 def _exceeded(currency: str, row: Any, spent: int, micros: int) -> e.LimitExceeded:

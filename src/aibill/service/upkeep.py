@@ -1,10 +1,12 @@
 """Keeping the ledger sound: ``verify`` recomputes every account's counters
-from its entries and open holds, and the sweeper expires overdue holds."""
+from its entries and open holds, and every spending limit's running total
+from its period's entries; the sweeper expires overdue holds."""
 
 from __future__ import annotations
 
 from sqlalchemy import Connection
 
+from aibill.domain import rules
 from aibill.domain.model import Drift
 from aibill.domain.principal import Scope
 from aibill.service.context import Context
@@ -20,7 +22,8 @@ class Upkeep:
         self._cx = context
 
     def verify(self, mandate: str | None = None) -> list[Drift]:
-        """Recompute every account's counters from its entries and open holds.
+        """Recompute every account's counters from its entries and open holds,
+        and every spending limit's running total from its period's entries.
 
         Returns the differences found; an empty list means the ledger is sound.
         """
@@ -44,7 +47,7 @@ class Upkeep:
             for (m, a), computed in sums.items():
                 for name, value in computed.items():
                     found.append(Drift(m, a, name, 0, value))
-            return found
+            return found + _limit_drift(conn, mandate)
 
         return cx.read(work)
 
@@ -67,3 +70,19 @@ class Upkeep:
 
             count += cx.write(work)
         return count
+
+
+def _limit_drift(conn: Connection, mandate: str | None) -> list[Drift]:
+    """Each spending limit's running total against its period's entries; a
+    difference names the limit (``user:alice/month``) as its account and
+    ``spent_micros`` as its counter."""
+    found = []
+    for row in history.limit_totals(conn, mandate):
+        end = rules.period_end(row.spent_since, row.period)
+        counted = ledger.posted_between(
+            conn, row.mandate_id, row.scope, row.subject, row.spent_since, end
+        )
+        if counted != row.spent_micros:
+            target = f"{row.scope}:{row.subject}/{row.period}"
+            found.append(Drift(row.mandate_id, target, "spent_micros", row.spent_micros, counted))
+    return found

@@ -9,11 +9,12 @@ from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Integer, bindparam, func, select, tuple_
 
-from aibill.store.schema import accounts, entries, holds
+from aibill.store.schema import accounts, entries, holds, spending_limits
 
 _A = accounts.c
 _E = entries.c
 _H = holds.c
+_S = spending_limits.c
 _PENDING = "pending"
 _MANDATE: BindParameter[str] = bindparam("mandate")
 _NOW = bindparam("now", type_=holds.c.expires_at.type)
@@ -154,3 +155,14 @@ def counter_rows(conn: Connection, mandate: str | None) -> list[Any]:
 def _for(every: Any, one: Any, mandate: str | None) -> tuple[Any, dict[str, str]]:
     """The statement over every mandate, or over ``mandate`` with its value."""
     return (every, {}) if mandate is None else (one, {"mandate": mandate})
+
+
+def limit_totals(conn: Connection, mandate: str | None) -> list[Any]:
+    """Every spending limit's running total: ``mandate_id``, ``scope``,
+    ``subject``, ``period``, ``spent_since``, ``spent_micros``."""
+    query = select(
+        _S.mandate_id, _S.scope, _S.subject, _S.period, _S.spent_since, _S.spent_micros
+    ).order_by(_S.mandate_id, _S.scope, _S.subject, _S.period)
+    if mandate is not None:
+        query = query.where(_S.mandate_id == mandate)
+    return list(conn.execute(query).all())

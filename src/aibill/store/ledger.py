@@ -74,8 +74,8 @@ def _spent_statements(column: str) -> tuple[fast.Statement, fast.Statement]:
     posted = fast.Statement(
         "SELECT COALESCE(SUM(amount_micros), 0) AS total FROM entries"
         f" WHERE mandate_id = :mandate AND {column} = :subject AND kind = 'debit'"
-        " AND posted_at >= :start",
-        times=("start",),
+        " AND posted_at >= :start AND posted_at < :end",
+        times=("start", "end"),
     )
     held = fast.Statement(
         "SELECT COALESCE(SUM(amount_micros), 0) AS total FROM holds"
@@ -142,13 +142,14 @@ _HOLD_SQL = (
 _READ_HOLD = fast.Statement(_HOLD_SQL, times=_HOLD_TIMES, json_columns=_HOLD_JSON)
 _LOCK_HOLD = fast.Statement(_HOLD_SQL + " FOR UPDATE", times=_HOLD_TIMES, json_columns=_HOLD_JSON)
 _LIMITS_SQL = (
-    "SELECT scope, subject, period, amount_micros FROM spending_limits"
+    "SELECT scope, subject, period, amount_micros, spent_since, spent_micros"
+    " FROM spending_limits"
     " WHERE mandate_id = :mandate AND ((scope = 'user' AND subject = :user)"
     " OR (scope = 'feature_instance' AND subject = :feature_instance))"
     " ORDER BY scope, subject, period"
 )
-_LIMITS = fast.Statement(_LIMITS_SQL)
-_LIMITS_FOR_UPDATE = fast.Statement(_LIMITS_SQL + " FOR UPDATE")
+_LIMITS = fast.Statement(_LIMITS_SQL, times=("spent_since",))
+_LIMITS_FOR_UPDATE = fast.Statement(_LIMITS_SQL + " FOR UPDATE", times=("spent_since",))
 _SPENT = {
     "user": _spent_statements("user_id"),
     "feature_instance": _spent_statements("feature_instance"),
@@ -353,21 +354,30 @@ def limits_for(
     conn: Connection, mandate: str, user: str | None, feature_instance: str | None, *, lock: bool
 ) -> list[Any]:
     """The spending limits on ``user`` or ``feature_instance``; locked for the
-    transaction with ``lock``, so two holds cannot both squeeze under one."""
+    transaction with ``lock``, so two holds cannot both squeeze under one.
+    Each with what its period has spent so far (``spent_since``,
+    ``spent_micros``), counted as debits are inserted."""
+    flush(conn)  # a group's debits kept in memory are counted when written
     stmt = _LIMITS_FOR_UPDATE if lock else _LIMITS
     return stmt.run(conn, {"mandate": mandate, "user": user, "feature_instance": feature_instance})
 
 
-def spent(
-    conn: Connection, mandate: str, scope: str, subject: str, start: datetime, now: datetime
+def posted_between(
+    conn: Connection, mandate: str, scope: str, subject: str, start: datetime, end: datetime
 ) -> int:
-    """What ``subject`` spent since ``start``: its debits, and every open hold,
-    whenever placed (if captured, it posts now)."""
+    """What ``subject``'s debits posted in ``start <= posted_at < end``, summed
+    from the entries (a limit's running total is checked against this)."""
     flush(conn)
-    posted, held = _SPENT[scope]
-    params = {"mandate": mandate, "subject": subject}
-    total = posted.one(conn, {**params, "start": start}).total
-    return int(total) + int(held.one(conn, {**params, "now": now}).total)
+    params = {"mandate": mandate, "subject": subject, "start": start, "end": end}
+    return int(_SPENT[scope][0].one(conn, params).total)
+
+
+def held(conn: Connection, mandate: str, scope: str, subject: str, now: datetime) -> int:
+    """What ``subject``'s open holds reserve, whenever placed (if captured, it
+    posts now); a hold past its time no longer does."""
+    flush(conn)
+    params = {"mandate": mandate, "subject": subject, "now": now}
+    return int(_SPENT[scope][1].one(conn, params).total)
 
 
 # ------------------------------------------------- a group's writes in memory

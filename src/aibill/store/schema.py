@@ -291,6 +291,11 @@ spending_limits = Table(
     Column("period", String(8), primary_key=True),
     Column("amount_micros", BigInteger, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # What the subject's debits add up to in the period that starts at
+    # spent_since, kept by a trigger on entries in the debit's transaction
+    # (migration 0006), so that a limit check reads one row whatever the history.
+    Column("spent_since", UTCDateTime(), nullable=False),
+    Column("spent_micros", BigInteger, nullable=False),
     ForeignKeyConstraint(["mandate_id"], ["mandates.mandate_id"]),
     CheckConstraint("scope IN ('user', 'feature_instance')", name="scope_known"),
     CheckConstraint("period IN ('day', 'week', 'month')", name="period_known"),

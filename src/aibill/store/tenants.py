@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Integer, bindparam, func, select, update
+from sqlalchemy import BindParameter, Connection, Integer, bindparam, func, select, text, update
 
 from aibill.store.schema import (
     accounts,
@@ -75,6 +75,11 @@ _LIMIT_KEY = (
 _LIMIT_MICROS = select(_L.amount_micros).where(*_LIMIT_KEY)
 _DELETE_LIMIT = spending_limits.delete().where(*_LIMIT_KEY)
 _INSERT_LIMIT = spending_limits.insert()
+_UPDATE_LIMIT = (
+    update(spending_limits)
+    .where(*_LIMIT_KEY)
+    .values(amount_micros=bindparam("micros"), updated_at=bindparam("now"))
+)
 _LIMIT_ROWS = (
     select(spending_limits)
     .where(_L.mandate_id == _MANDATE)
@@ -182,7 +187,25 @@ def limit_micros(conn: Connection, mandate: str, scope: str, subject: str, perio
     return conn.execute(_LIMIT_MICROS, _limit_key(mandate, scope, subject, period)).scalar()
 
 
-def replace_limit(
+def add_limit(
+    conn: Connection,
+    mandate: str,
+    scope: str,
+    subject: str,
+    period: str,
+    micros: int,
+    now: datetime,
+    spent: tuple[datetime, int],
+) -> None:
+    """A new limit of ``micros``; ``spent``: what the period starting at its
+    first item has spent so far (kept up to date from then on as debits are
+    inserted)."""
+    key = {"mandate_id": mandate, "scope": scope, "subject": subject, "period": period}
+    counted = {"spent_since": spent[0], "spent_micros": spent[1]}
+    conn.execute(_INSERT_LIMIT, {**key, "amount_micros": micros, "updated_at": now, **counted})
+
+
+def change_limit(
     conn: Connection,
     mandate: str,
     scope: str,
@@ -191,11 +214,21 @@ def replace_limit(
     micros: int | None,
     now: datetime,
 ) -> None:
-    """Set the limit to ``micros``, or remove it (``None``)."""
-    conn.execute(_DELETE_LIMIT, _limit_key(mandate, scope, subject, period))
-    if micros is not None:
-        key = {"mandate_id": mandate, "scope": scope, "subject": subject, "period": period}
-        conn.execute(_INSERT_LIMIT, {**key, "amount_micros": micros, "updated_at": now})
+    """Change a limit's amount (its running total goes on), or remove it (``None``)."""
+    key = _limit_key(mandate, scope, subject, period)
+    if micros is None:
+        conn.execute(_DELETE_LIMIT, key)
+    else:
+        conn.execute(_UPDATE_LIMIT, {**key, "micros": micros, "now": now})
+
+
+def hold_debits_still(conn: Connection) -> None:
+    """Make debits wait until this transaction ends (PostgreSQL; SQLite runs
+    one writer at a time), so that none slips between a new limit's count of
+    its period and the row that counts from then on. Taken before the
+    transaction waits for any row, so it cannot close a cycle with a debit."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE entries IN SHARE MODE"))
 
 
 def limit_rows(conn: Connection, mandate: str) -> list[Any]:

@@ -5,7 +5,9 @@ fresh database, then N concurrent clients (threads, one ``httpx.Client`` each)
 run cycles of ``POST check``, ``POST holds``, ``POST capture`` against one
 funded mandate. It prints cycles/s and the p50/p99 latency of each step; in
 the same run, the same cycles through the in-process library on the same
-kind of database (``library=``), so ``ratio`` is what HTTP costs on top.
+kind of database (``library=``), so ``ratio`` is what HTTP costs on top, and
+the CPU time the server's processes spent per HTTP request (``server_cpu=``,
+on Linux), which moves less than a rate when other work shares the machine.
 
     .venv/bin/python bench/service.py --quick     # about a minute
     .venv/bin/python bench/service.py             # longer, steadier
@@ -106,6 +108,21 @@ class Server:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=30)
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds used so far by the server and its worker processes (Linux's
+        /proc; None elsewhere). Steadier than a rate on a shared machine."""
+        total, pending = 0.0, [self.proc.pid]
+        try:
+            while pending:
+                pid = pending.pop()
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                pending += [int(c) for c in children]
+        except (OSError, ValueError, IndexError):
+            return None
+        return total
 
 
 def http_cycles(
@@ -226,15 +243,22 @@ def main() -> None:
                 headers={**auth, "Idempotency-Key": "fund"},
             )
             for clients in (1, 8):
+                cpu_before = server.cpu_s()
                 rate, steps = http_cycles(server.base, server.key, clients, seconds)
+                cpu_after = server.cpu_s()
                 lib = library_cycles(lib_url, clients, seconds)
                 latency = "  ".join(
                     f"{k}_p50={pct(v, 0.5):.1f}ms {k}_p99={pct(v, 0.99):.1f}ms"
                     for k, v in steps.items()
                 )
+                requests = sum(len(v) for v in steps.values())
+                cpu = "n/a"
+                if cpu_before is not None and cpu_after is not None and requests:
+                    cpu = f"{1000 * (cpu_after - cpu_before) / requests:.2f}ms"
                 print(
                     f"{backend:<8} workers={workers} clients={clients:<2} http={rate:.1f}/s "
-                    f"library={lib:.1f}/s ratio={rate / lib:.2f}  {latency}",
+                    f"library={lib:.1f}/s ratio={rate / lib:.2f}  server_cpu={cpu}/request"
+                    f"  {latency}",
                     flush=True,
                 )
                 if clients == 8:

@@ -35,6 +35,7 @@ from aibill.domain.throttle import (
     MAX_PER_MINUTE,
     FailureBudget,
 )
+from aibill.service.key_cache import DEFAULT_TTL_S, MAX_TTL_S
 
 CONFIG_ENV = "AIBILL_CONFIG"
 MAX_DEFAULT_WORKERS = 4
@@ -85,6 +86,16 @@ class Settings(BaseSettings):
         ge=1,
         le=24 * 30,
         description="A dashboard session ends this many hours after sign-in, however busy.",
+    )
+
+    key_cache_s: float = Field(
+        default=DEFAULT_TTL_S,
+        ge=0,
+        le=MAX_TTL_S,
+        allow_inf_nan=False,
+        description="Trust an API key verified this many seconds ago without reading it"
+        " again (0: read it at every request); a key revoked by another worker process"
+        " stops working within this time (see docs/api-keys.md).",
     )
 
     auth_throttle: bool = Field(
@@ -197,6 +208,7 @@ class Settings(BaseSettings):
             "AIBILL_SQLITE_SYNCHRONOUS": self.sqlite_synchronous,
             "AIBILL_SESSION_IDLE_MINUTES": str(self.session_idle_minutes),
             "AIBILL_SESSION_HOURS": str(self.session_hours),
+            "AIBILL_KEY_CACHE_S": str(self.key_cache_s),
             "AIBILL_AUTH_THROTTLE": str(self.auth_throttle).lower(),
             "AIBILL_AUTH_FAILURE_BURST": str(self.auth_failure_burst),
             "AIBILL_AUTH_FAILURES_PER_MINUTE": str(self.auth_failures_per_minute),

@@ -560,6 +560,8 @@ def test_system_admins_are_named_and_removed(cli: Cli) -> None:
 NOT_COMMANDS = {
     "as_principal": "--key acts as a principal",
     "authenticate": "--key acts as a principal",
+    "recall": "internal: the service's memory of verified keys (AIBILL_KEY_CACHE_S)",
+    "forget_holder": "internal: removing a system admin calls it",
     "bound": "internal",
     "catalog": "internal: price show reads it",
     "clock": "internal",

@@ -63,6 +63,8 @@ LOCAL_ONLY = {
     Keys: {
         "bound",
         "authenticate",  # the service authenticates keys
+        "recall",  # the service's memory of keys it verified (AIBILL_KEY_CACHE_S)
+        "forget_holder",  # tells that memory a holder is gone: in process only
     },
 }
 # A write's idempotency key is required by the library and optional on the

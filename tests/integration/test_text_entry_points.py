@@ -22,7 +22,7 @@ from aibill.domain import errors as e
 from aibill.store.schema import metadata as schema
 
 BAD = ["\x00", "\ud800", "ok\x00"]
-SKIP = {"close", "bound", "as_principal", "authenticate", "import_exchange_rates"}
+SKIP = {"close", "bound", "as_principal", "authenticate", "recall", "import_exchange_rates"}
 YES_OR_NO = {"is_provider_allowed", "may"}  # fail closed: a name nobody has is "no"
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 
 from aibill.domain import errors as e
 from aibill.domain.text import check_line, find_unstorable
@@ -46,7 +47,7 @@ async def storable_text(request: Request) -> None:
         )
 
 
-def principal_billing(
+async def principal_billing(
     request: Request,
     _text: Annotated[None, Depends(storable_text)],
     authorization: Annotated[str | None, Header()] = None,
@@ -57,23 +58,34 @@ def principal_billing(
     a missing or refused key is 401 with the same answer whatever the reason.
     After too many refused keys from the client's address, or for the key id
     presented, it is 429 before the key is looked up (:mod:`aibill.http.throttle`).
+
+    A key this process verified a moment ago (``AIBILL_KEY_CACHE_S``) is
+    answered here, on the event loop, without I/O; any other goes to a
+    worker thread, where :meth:`~aibill.service.keys.Keys.authenticate` reads
+    it (a thread hop costs a request more than the lookup in memory).
     """
     billing = system_billing(request)
     if not authorization or not authorization.startswith("Bearer "):
         raise e.InvalidApiKey()
     presented = authorization.removeprefix("Bearer ").strip()
     attempt = auth_throttle(request).check(client_address(request), presented)
-    try:
-        view = billing.authenticate(presented)
-    except e.InvalidApiKey:
-        attempt.failed()
-        raise
+    principal = billing.keys.recall(presented)
+    if principal is None:
+        try:
+            principal = await run_in_threadpool(billing.keys.authenticate, presented)
+        except e.InvalidApiKey:
+            attempt.failed()
+            raise
     attempt.succeeded()
-    request.state.principal = view.principal
-    return view
+    request.state.principal = principal
+    return billing.as_principal(principal)
 
 
-def idempotency_key(
+# The two below are ``async`` for no I/O they do: FastAPI runs a plain ``def``
+# dependency in a worker thread, and that hop costs more than the check.
+
+
+async def idempotency_key(
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -93,7 +105,7 @@ def idempotency_key(
     return check_line(idempotency_key, "Idempotency-Key", max_length=MAX_KEY_LENGTH)
 
 
-def optional_idempotency_key(
+async def optional_idempotency_key(
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", max_length=MAX_KEY_LENGTH)
     ] = None,

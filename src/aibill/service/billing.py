@@ -17,6 +17,7 @@ Each method is done by one capability, named beside it:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
@@ -82,16 +83,22 @@ class Billing:
         clock: Clock = system_clock,
         catalog: Catalog | None = None,
         group_commit: bool | None = None,
+        key_cache_s: float = 0.0,
     ) -> None:
         """``group_commit``: concurrent money-path writes of this ledger share
         one transaction and one commit (concepts.md rule 13); off, each commits
         alone. ``None`` (the default): on where it helps, SQLite (one writer at a
         time, so writers that share a commit wait less), off on PostgreSQL
         (where concurrent transactions already run side by side, and one
-        batch's statements in a row were measured slower; docs/performance.md)."""
+        batch's statements in a row were measured slower; docs/performance.md).
+
+        ``key_cache_s``: how long :meth:`authenticate` trusts an API key it
+        verified without reading it again (0, the default: never; see
+        :class:`~aibill.service.keys.Keys` and docs/api-keys.md)."""
         pricing = Pricing(engine, clock=clock, catalog=catalog)
-        keys = Keys(engine, clock=clock)
-        access = Access(engine, clock=clock)
+        keys = Keys(engine, clock=clock, cache_s=key_cache_s)
+        forget = functools.partial(keys.forget_holder, mandate=None)
+        access = Access(engine, clock=clock, on_sysadmin_removed=forget)
         if group_commit is None:
             group_commit = engine.dialect.name == "sqlite"
         group = GroupCommit(engine) if group_commit else None

@@ -20,6 +20,7 @@ def connect(
     migrate: bool = True,
     catalog: Catalog | None = None,
     group_commit: bool | None = None,
+    key_cache_s: float = 0.0,
 ) -> Billing:
     """Open the ledger at ``url`` (SQLite or ``postgresql+psycopg://``) and bring
     its schema up to date.
@@ -35,6 +36,12 @@ def connect(
     (docs/concepts.md rule 13); a lone operation is not delayed. By default
     (``None``) it is on for SQLite and off for PostgreSQL, where it was
     measured slower; ``True`` or ``False`` decides.
+
+    ``key_cache_s``: how many seconds ``billing.authenticate`` may trust an API
+    key it verified without reading it again (at most 60; never past the key's
+    expiry; a revocation through this ledger is seen at once, one by another
+    process within that time). 0, the default, reads the key each time;
+    ``aibill serve`` uses 1 (``AIBILL_KEY_CACHE_S``).
     """
     return open_billing(
         url,
@@ -44,4 +51,5 @@ def connect(
         pool_size=pool_size,
         sqlite_synchronous=sqlite_synchronous,
         group_commit=group_commit,
+        key_cache_s=key_cache_s,
     )

@@ -37,9 +37,10 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection, Engine, Row
 
 from aibill.domain import errors as e
+from aibill.domain.clock import Clock, system_clock
 from aibill.domain.errors import InvalidApiKey, UnknownApiKey
 from aibill.domain.keys import (
     ADMIN_PREFIX,
@@ -59,7 +60,8 @@ from aibill.domain.model import check_name
 from aibill.domain.principal import Principal, PrincipalKind, Scope
 from aibill.domain.text import check_line, check_text
 from aibill.domain.times import check_optional_time
-from aibill.service.hooks import SettingsService
+from aibill.service.hooks import Auditor, Guard, SettingsService
+from aibill.service.key_cache import MAX_TTL_S, KeyCache
 from aibill.store import access as access_store
 from aibill.store import decisions
 from aibill.store import keys as keys_store
@@ -76,6 +78,7 @@ __all__ = [
     "CreatedKey",
     "Keys",
     "ParsedKey",
+    "check_cache_s",
     "check_scopes",
     "format_key",
     "hash_secret",
@@ -115,7 +118,26 @@ class Keys(SettingsService):
     Safe to share between threads. Who may manage which keys (the admin role in
     the mandate, or sysadmin) is decided by the caller; this class checks that
     the key's own user is a member of the mandate (or a system admin).
+
+    With ``cache_s`` above 0, a key verified in the database is trusted for
+    that many seconds without reading it again (:mod:`aibill.service.key_cache`:
+    never past its expiry, and forgotten at once when revoked through this
+    process); a key revoked by another process stops working here within
+    ``cache_s``. 0, the default, reads the key at every authentication.
     """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock = system_clock,
+        guard: Guard | None = None,
+        auditor: Auditor | None = None,
+        cache_s: float = 0.0,
+    ) -> None:
+        super().__init__(engine, clock=clock, guard=guard, auditor=auditor)
+        self.cache = KeyCache(check_cache_s(cache_s))
+        """Shared by every view of this service (:meth:`bound` copies the reference)."""
 
     @staticmethod
     def _check_mandate(mandate: str | None) -> None:
@@ -226,7 +248,10 @@ class Keys(SettingsService):
             self._auditor(conn, mandate, "api_key.revoke", key.prefix, key, revoked)
             return revoked
 
-        return self._write(work)
+        try:
+            return self._write(work)
+        finally:  # committed (or not): this process trusts the key no longer
+            self.cache.forget_key(mandate, key_id)
 
     def get_key(self, key_id: str, *, mandate: str | None) -> ApiKey:
         """One key of ``mandate`` (None: a system admin's key), without its secret."""
@@ -261,18 +286,56 @@ class Keys(SettingsService):
         Raises :class:`InvalidApiKey` (always the same message) when the key is
         malformed, unknown, has the wrong secret, is revoked or expired, or
         its user is no longer a member of the mandate (or no longer a system
-        admin). Records the time of use, at most once a minute per key.
+        admin). Records the time of use, at most once a minute per key. With
+        the cache on, a key verified less than ``cache_s`` ago is not read
+        again (see the class).
         """
         parsed = parse_key(key)
         if parsed is None:
             log.info("api key refused: malformed")
             raise InvalidApiKey()
         presented = hash_secret(parsed.secret)
+        if self.cache.enabled:
+            now = self._now()
+            hit = self.cache.recall(
+                parsed.mandate, parsed.key_id, presented, now, LAST_USED_GRANULARITY
+            )
+            if hit is not None:
+                if hit.touch:
+                    self._touch(parsed, now)
+                return hit.principal
+        return self._verify(parsed, presented)
+
+    def recall(self, key: str) -> Principal | None:
+        """The principal of ``key`` if this process verified it less than
+        ``cache_s`` ago, it has not expired, and no use is due to be recorded:
+        an answer without any I/O, for a caller that would otherwise hand
+        :meth:`authenticate` to a thread. None means "ask :meth:`authenticate`",
+        which decides (and refuses); this never refuses."""
+        if not self.cache.enabled:
+            return None
+        parsed = parse_key(key)
+        if parsed is None:
+            return None
+        hit = self.cache.recall(
+            parsed.mandate,
+            parsed.key_id,
+            hash_secret(parsed.secret),
+            self._now(),
+            LAST_USED_GRANULARITY,
+            claim=False,
+        )
+        return None if hit is None or hit.touch else hit.principal
+
+    def _verify(self, parsed: ParsedKey, presented: str) -> Principal:
+        """Check the key against its row (one short read transaction), and
+        remember it when the cache is on."""
         label = (
             f"{ADMIN_PREFIX}{parsed.key_id}_"
             if parsed.mandate is None
             else f"{MEMBER_PREFIX}{parsed.mandate}_{parsed.key_id}_"
         )
+        epoch = self.cache.epoch()  # before the read: a revocation after it wins
         row = self._read(lambda conn: keys_store.credentials(conn, parsed.mandate, parsed.key_id))
         stored = _DUMMY_HASH if row is None else row.secret_hash
         matches = hmac.compare_digest(presented.encode("ascii"), stored.encode("ascii"))
@@ -298,9 +361,25 @@ class Keys(SettingsService):
         last = row.last_used_at
         if last is None or now - last >= LAST_USED_GRANULARITY:
             self._touch(parsed, now)
+            last = now
         if parsed.mandate is None:
-            return Principal(PrincipalKind.SYSADMIN, row.user_id, None, scopes, parsed.key_id)
-        return Principal(PrincipalKind.USER, row.user_id, parsed.mandate, scopes, parsed.key_id)
+            principal = Principal(PrincipalKind.SYSADMIN, row.user_id, None, scopes, parsed.key_id)
+        else:
+            principal = Principal(
+                PrincipalKind.USER, row.user_id, parsed.mandate, scopes, parsed.key_id
+            )
+        self.cache.put(
+            presented, principal, expires_at=row.expires_at, last_used_at=last, epoch=epoch
+        )
+        return principal
+
+    def forget_holder(self, user: str, *, mandate: str | None) -> None:
+        """``user`` no longer holds the right to their keys of ``mandate``
+        (None: their platform keys, as a system admin removed): this process
+        stops trusting any it verified."""
+        check_name(user, "user")
+        self._check_mandate(mandate)
+        self.cache.forget_holder(mandate, user)
 
     def _touch(self, parsed: ParsedKey, now: datetime) -> None:
         """Record the use; conditional, so racing requests write it once. A
@@ -319,6 +398,21 @@ class Keys(SettingsService):
             self._write(work)
         except e.StoreUnavailable as exc:
             log.warning("could not record the use of api key %s: %s", parsed.key_id, exc)
+
+
+def check_cache_s(value: object) -> float:
+    """A key cache's time to live in seconds: a number from 0 (off) to
+    :data:`~aibill.service.key_cache.MAX_TTL_S`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise e.InvalidRequest(
+            f"key_cache_s must be a number of seconds, not {value!r}.", field="key_cache_s"
+        )
+    if not 0 <= value <= MAX_TTL_S:
+        raise e.InvalidRequest(
+            f"key_cache_s must be between 0 (off) and {MAX_TTL_S:g} seconds, not {value!r}.",
+            field="key_cache_s",
+        )
+    return float(value)
 
 
 def _stored(info: ApiKey, secret_hash: str) -> dict[str, Any]:

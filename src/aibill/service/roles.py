@@ -8,13 +8,14 @@ permission rules, which add to the built-in defaults (see
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from aibill.domain import errors as e
 from aibill.domain.access import RoleInfo, RuleInfo
+from aibill.domain.clock import Clock, system_clock
 from aibill.domain.model import check_name
 from aibill.domain.permissions import (
     BUILTIN_RULES,
@@ -27,7 +28,7 @@ from aibill.domain.permissions import (
 )
 from aibill.domain.principal import Scope
 from aibill.domain.text import check_line, check_prose
-from aibill.service.hooks import SettingsService
+from aibill.service.hooks import Auditor, Guard, SettingsService
 from aibill.store import access as access_store
 from aibill.store import decisions
 
@@ -66,7 +67,22 @@ class BrokenRuleData(e.AibillError):
 
 class Roles(SettingsService):
     """System admins, members' roles, custom roles and permission rules (a part
-    of :class:`aibill.service.access.Access`)."""
+    of :class:`aibill.service.access.Access`).
+
+    ``on_sysadmin_removed(user)`` is called when a system admin was removed
+    (the ledger's key cache forgets that user's platform keys)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock = system_clock,
+        guard: Guard | None = None,
+        auditor: Auditor | None = None,
+        on_sysadmin_removed: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(engine, clock=clock, guard=guard, auditor=auditor)
+        self._on_sysadmin_removed = on_sysadmin_removed
 
     # ---------------------------------------------------------------- sysadmins
 
@@ -108,7 +124,11 @@ class Roles(SettingsService):
             self._auditor(conn, None, "sysadmin.remove", user, None, None)
             access_store.remove_sysadmin(conn, user)
 
-        self._write(work)
+        try:
+            self._write(work)
+        finally:  # committed (or not): forgetting a verified key is always safe
+            if self._on_sysadmin_removed is not None:
+                self._on_sysadmin_removed(user)
 
     def is_sysadmin(self, user: str) -> bool:
         """Whether ``user`` is a system admin: a platform question, for the

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from aibill.catalog import Catalog
 from aibill.domain.clock import Clock, system_clock
 from aibill.service.billing import Billing
+from aibill.service.keys import check_cache_s
 from aibill.settings import Settings
 from aibill.store.engine import DEFAULT_TIMEOUTS, StoreTimeouts, make_engine
 from aibill.store.migrate import upgrade
@@ -46,6 +47,7 @@ def open_billing(
     timeouts: StoreTimeouts = DEFAULT_TIMEOUTS,
     migration_statement_s: float | None = None,
     group_commit: bool | None = None,
+    key_cache_s: float = 0.0,
 ) -> Billing:
     """The ledger at ``url`` (SQLite or PostgreSQL), its schema brought up to
     date unless ``migrate`` is False.
@@ -55,9 +57,10 @@ def open_billing(
     PostgreSQL on an engine of their own whose statements may take that long;
     otherwise (and always on SQLite, which has no statement timeout and whose
     in-memory ledger lives in one engine) on the ledger's engine. A schema that
-    cannot be brought up to date closes the engine and raises. ``group_commit``:
-    see :class:`~aibill.service.billing.Billing`.
+    cannot be brought up to date closes the engine and raises. ``group_commit``
+    and ``key_cache_s``: see :class:`~aibill.service.billing.Billing`.
     """
+    check_cache_s(key_cache_s)  # before anything is opened
     engine = make_engine(
         url, sqlite_synchronous=sqlite_synchronous, pool_size=pool_size, timeouts=timeouts
     )
@@ -72,6 +75,7 @@ def open_billing(
         clock=clock,
         catalog=catalog if catalog is not None else Catalog(),
         group_commit=group_commit,
+        key_cache_s=key_cache_s,
     )
 
 
@@ -108,4 +112,5 @@ def open_configured(settings: Settings) -> Billing:
         timeouts=store_timeouts(settings),
         migration_statement_s=MIGRATION_STATEMENT_TIMEOUT_S,
         group_commit=settings.group_commit,
+        key_cache_s=settings.key_cache_s,
     )

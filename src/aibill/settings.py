@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     group_commit: bool | None = Field(
         default=None,
         description="Concurrent money-path writes share one transaction and one commit"
-        " (unset: on for SQLite, off for PostgreSQL).",
+        " (unset: on).",
     )
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
         default="FULL", description="SQLite durability: FULL survives power loss."

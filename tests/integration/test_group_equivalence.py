@@ -33,9 +33,12 @@ ops = st.one_of(
 )
 
 
-@pytest.fixture
-def grouped(db_url: str) -> Iterator[Billing]:
+@pytest.fixture(params=["in memory", "savepoints"])
+def grouped(db_url: str, request: pytest.FixtureRequest) -> Iterator[Billing]:
     billing = aibill.connect(db_url, group_commit=True)
+    group = billing.group_commit
+    assert group is not None
+    group.in_memory = request.param == "in memory"
     yield billing
     billing.close()
 

@@ -33,9 +33,8 @@ def connect(
     ``group_commit``: holds, captures, releases, usage records and credits in
     flight at once in this process share one transaction and one commit, each
     with its own outcome, none acknowledged before the commit
-    (docs/concepts.md rule 13); a lone operation is not delayed. By default
-    (``None``) it is on for SQLite and off for PostgreSQL, where it was
-    measured slower; ``True`` or ``False`` decides.
+    (docs/concepts.md rule 13); a lone operation is not delayed. On by
+    default (``None``); ``False`` switches it off.
 
     ``key_cache_s``: how many seconds ``billing.authenticate`` may trust an API
     key it verified without reading it again (at most 60; never past the key's

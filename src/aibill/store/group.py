@@ -8,10 +8,12 @@ Callers arriving meanwhile queue; when the batch is done, the head of the
 queue leads the next one. Nothing waits on a timer, so a lone operation runs
 at once, as it would alone.
 
-A batch's units run one after the other with the ledger's writes kept in
-memory (:mod:`aibill.store.overlay`): each account is read and locked once,
-and the batch ends with one UPDATE per account and one multi-row insert per
-table, instead of a round trip per statement of each unit.
+On PostgreSQL a batch's units run one after the other with the ledger's
+writes kept in memory (:mod:`aibill.store.overlay`): each account is read and
+locked once, and the batch ends with one UPDATE per account and one multi-row
+insert per table, instead of a round trip per statement of each unit. On
+SQLite, whose statements run in the process, each unit runs in a savepoint of
+its own.
 
 Each unit keeps its own outcome. An aibill error raised by one (a conflict,
 an unknown hold, a permission refused) undoes its own changes only; a
@@ -71,7 +73,11 @@ class GroupCommit:
     ``max_batch`` bounds a batch, ``max_queue`` the callers waiting (one more
     is refused at once with ``StoreUnavailable``), and ``max_wait_s`` how long a
     caller waits in the queue before it gives up, unapplied, with
-    ``StoreUnavailable``.
+    ``StoreUnavailable``. ``in_memory``: keep a batch's writes in memory
+    (:func:`apply_in_memory`), else a savepoint per unit (:func:`apply_each`);
+    by default on PostgreSQL, where every statement is a round trip, and not
+    on SQLite, whose statements run in the process and cost less than keeping
+    them.
     """
 
     def __init__(
@@ -81,10 +87,13 @@ class GroupCommit:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_queue: int = DEFAULT_MAX_QUEUE,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        in_memory: bool | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait_s <= 0:
             raise ValueError("max_batch, max_queue and max_wait_s must be positive")
         self._engine = engine
+        self.in_memory = engine.dialect.name == "postgresql" if in_memory is None else in_memory
+        """Whether a batch keeps its writes in memory (see the class's docstring)."""
         self._max_batch = max_batch
         self._max_queue = max_queue
         self._max_wait_s = max_wait_s
@@ -170,10 +179,13 @@ class GroupCommit:
         works = [s.work for s in batch]
         reads = [s.reads for s in batch if s.reads is not None]
         try:
-            try:
-                outcomes = tx.run(self._engine, lambda conn: apply_in_memory(conn, works, reads))
-            except overlay.NeedsSavepoints:
-                self.reruns += 1
+            if self.in_memory:
+                try:
+                    outcomes = tx.run(self._engine, lambda c: apply_in_memory(c, works, reads))
+                except overlay.NeedsSavepoints:
+                    self.reruns += 1
+                    outcomes = tx.run(self._engine, lambda conn: apply_each(conn, works))
+            else:
                 outcomes = tx.run(self._engine, lambda conn: apply_each(conn, works))
         except Exception as exc:  # the transaction failed: every unit fails with it
             for slot in batch:

@@ -100,7 +100,11 @@ def upgrade() -> None:
         )
         op.execute(
             "CREATE FUNCTION aibill_count_limit_spend() RETURNS trigger LANGUAGE plpgsql"
-            f" AS $$ BEGIN {_counts(_PG_START, _PG_END, 'GREATEST')}; RETURN NULL; END $$"
+            " AS $$ BEGIN"
+            # Most mandates have no limit: one probe of the key instead of two UPDATEs.
+            " IF NOT EXISTS (SELECT 1 FROM spending_limits WHERE mandate_id = NEW.mandate_id)"
+            " THEN RETURN NULL; END IF;"
+            f" {_counts(_PG_START, _PG_END, 'GREATEST')}; RETURN NULL; END $$"
         )
         op.execute(
             "CREATE TRIGGER entries_count_limit_spend AFTER INSERT ON entries FOR EACH ROW"
@@ -109,6 +113,7 @@ def upgrade() -> None:
     else:
         op.execute(
             f"CREATE TRIGGER entries_count_limit_spend AFTER INSERT ON entries WHEN {_WHEN}"
+            " AND EXISTS (SELECT 1 FROM spending_limits WHERE mandate_id = NEW.mandate_id)"
             f" BEGIN {_counts(_SQLITE_START, _SQLITE_END, 'max')}; END"
         )
     _count_existing()

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import typer.main
 import uvicorn
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner, Result
 
 import aibill
@@ -631,3 +632,26 @@ def test_db_sweep_expires_overdue_holds(local: Cli) -> None:
     time.sleep(1.2)
     assert local.json("db", "sweep") == {"expired": 1}
     assert local.json("balance", "acme")["pending"] == "0.000000"
+
+
+def test_verify_goes_mandate_by_mandate_and_names_the_drift(cli: Cli, db_url: str) -> None:
+    """Without a mandate, verify checks each one in a read of its own and
+    reports what drifted where, with exit 1; with one, only that one."""
+    for name in ("acme", "globex", "initech"):
+        cli.run("mandate", "create", name, "--currency", "CHF")
+        cli.run("credit", name, "5", "-k", f"pay-{name}")
+    assert cli.run("verify").stdout.strip() == "ledger is sound"
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE accounts SET credits_posted = credits_posted + 1"
+                    " WHERE mandate_id = 'globex'"
+                )
+            )
+    finally:
+        engine.dispose()
+    drifted = cli.json("verify", code=EXIT_FAILURE)
+    assert [(d["mandate"], d["counter"]) for d in drifted] == [("globex", "credits_posted")]
+    assert cli.run("verify", "acme").stdout.strip() == "ledger is sound"

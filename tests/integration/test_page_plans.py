@@ -83,3 +83,16 @@ def test_the_migrations_build_the_declared_schema(billing: Billing) -> None:
     with billing.engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
     assert differences == []
+
+
+def test_a_workflows_history_reads_its_own_index(busy: Billing) -> None:
+    """A workflow is rare in a big ledger: its page reads the workflow's index,
+    not the mandate's whole history."""
+    for i in range(3):
+        busy.record_usage("acme", amount=D("0.01"), workflow_id="wf-7", idempotency_key=f"w{i}")
+    first = busy.history("acme", workflow_id="wf-7", limit=2)
+    assert first.cursor is not None
+    plan = _plan(
+        busy, "entries", lambda: busy.history("acme", workflow_id="wf-7", cursor=first.cursor)
+    )
+    assert "ix_entries_mandate_id_workflow_id_posted_at_entry_id" in plan, plan

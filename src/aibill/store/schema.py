@@ -201,6 +201,8 @@ entries = Table(
     Index(None, "mandate_id", "hold_id", unique=True),
     Index(None, "mandate_id", "user_id", "posted_at"),
     Index(None, "mandate_id", "feature_instance", "posted_at"),
+    # A workflow is looked up on its own, and is rare in a big ledger.
+    Index(None, "mandate_id", "workflow_id", "posted_at", "entry_id"),
 )
 
 idempotency_keys = Table(

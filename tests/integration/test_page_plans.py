@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import event
+from sqlalchemy import event, text
 
-from aibill import Billing
+from aibill import Billing, UsageRecord
 from aibill.store.schema import metadata
 
 
@@ -88,8 +88,14 @@ def test_the_migrations_build_the_declared_schema(billing: Billing) -> None:
 def test_a_workflows_history_reads_its_own_index(busy: Billing) -> None:
     """A workflow is rare in a big ledger: its page reads the workflow's index,
     not the mandate's whole history."""
-    for i in range(3):
-        busy.record_usage("acme", amount=D("0.01"), workflow_id="wf-7", idempotency_key=f"w{i}")
+    busy.record_usage_batch(
+        [
+            UsageRecord("acme", f"b{i}", amount=D("0.01"), workflow_id=f"wf-{i % 100}")
+            for i in range(600)
+        ]
+    )
+    with busy.engine.begin() as conn:
+        conn.execute(text("ANALYZE"))  # what the planner knows of a ledger that has grown
     first = busy.history("acme", workflow_id="wf-7", limit=2)
     assert first.cursor is not None
     plan = _plan(

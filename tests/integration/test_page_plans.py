@@ -51,11 +51,22 @@ def _is_index_condition(plan: str, first: str, second: str) -> bool:
 
 @pytest.fixture
 def busy(billing: Billing) -> Iterator[Billing]:
+    """A mandate with some history, and the planner's statistics of it: a
+    plan for a nearly empty table is the planner's guess, not what a ledger
+    that has grown gets."""
     billing.create_mandate("acme", currency="USD")
     billing.credit("acme", D("100"), idempotency_key="funding")
     for i in range(6):
         billing.record_usage("acme", amount=D("0.01"), idempotency_key=f"u{i}")
         billing.set_overdraft_limit("acme", D(i))
+    billing.record_usage_batch(
+        [
+            UsageRecord("acme", f"b{i}", amount=D("0.01"), workflow_id=f"wf-{i % 100}")
+            for i in range(600)
+        ]
+    )
+    with billing.engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
     yield billing
 
 
@@ -65,8 +76,8 @@ def test_a_deep_history_page_is_an_index_condition(busy: Billing) -> None:
     plan = _plan(busy, "entries", lambda: busy.history("acme", limit=2, cursor=first.cursor))
     assert _is_index_condition(plan, "posted_at", "entry_id"), plan
     second = busy.history("acme", limit=2, cursor=first.cursor)
-    every = busy.history("acme", limit=100).entries
-    assert [e.id for e in first.entries + second.entries] == [e.id for e in every[:4]]
+    every = busy.history("acme", limit=4).entries
+    assert [e.id for e in first.entries + second.entries] == [e.id for e in every]
 
 
 def test_a_deep_audit_page_is_an_index_condition(busy: Billing) -> None:
@@ -88,14 +99,6 @@ def test_the_migrations_build_the_declared_schema(billing: Billing) -> None:
 def test_a_workflows_history_reads_its_own_index(busy: Billing) -> None:
     """A workflow is rare in a big ledger: its page reads the workflow's index,
     not the mandate's whole history."""
-    busy.record_usage_batch(
-        [
-            UsageRecord("acme", f"b{i}", amount=D("0.01"), workflow_id=f"wf-{i % 100}")
-            for i in range(600)
-        ]
-    )
-    with busy.engine.begin() as conn:
-        conn.execute(text("ANALYZE"))  # what the planner knows of a ledger that has grown
     first = busy.history("acme", workflow_id="wf-7", limit=2)
     assert first.cursor is not None
     plan = _plan(

@@ -113,7 +113,7 @@ class Billing:
         self.money = MoneyPath(context)
         self.tenants = Tenants(context)
         self.limits = Limits(context)
-        self.reads = Reads(context, ledger=self)
+        self.reads = Reads(context)
         self.upkeep = Upkeep(context)
 
     @property

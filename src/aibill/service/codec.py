@@ -40,8 +40,10 @@ def hold_from_row(row: Row[Any], currency: str) -> Hold:
 
 
 def entry_from_row(row: Row[Any], currency: str) -> Entry:
+    """The entry of a row; a row read without ``metadata`` or ``breakdown``
+    (an export's page) gives an entry without them."""
     m = row._mapping
-    meta = dict(m["metadata"] or {})
+    meta = dict(m.get("metadata") or {})
     return Entry(
         id=m["entry_id"],
         mandate=m["mandate_id"],
@@ -75,7 +77,7 @@ def entry_from_row(row: Row[Any], currency: str) -> Entry:
         price_source=m["price_source"],
         fx_rate=_exact(m["fx_rate"]),
         markup_percent=_exact(m["markup_percent"]),
-        breakdown=m["breakdown"],
+        breakdown=m.get("breakdown"),
         over_limit=m["over_limit"],
         provider_not_allowed=bool(m["provider_not_allowed"]),
     )

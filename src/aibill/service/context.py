@@ -27,7 +27,7 @@ from aibill.service.pricing import Pricing
 from aibill.store import access as access_store
 from aibill.store import ledger, tx
 from aibill.store.group import GroupCommit
-from aibill.store.overlay import Reads
+from aibill.store.overlay import Prefetch
 
 T = TypeVar("T")
 
@@ -97,7 +97,9 @@ class Context:
     def write(self, work: Callable[[Connection], T | tx.Deferred]) -> T:
         return tx.run(self.engine, work)
 
-    def apply(self, work: Callable[[Connection], T | tx.Deferred], reads: Reads | None = None) -> T:
+    def apply(
+        self, work: Callable[[Connection], T | tx.Deferred], reads: Prefetch | None = None
+    ) -> T:
         """A money-path write: committed with the writes in flight beside it
         (concepts.md rule 13) when group commit is on, else alone. ``reads``
         names the idempotency key and hold it reads first, so that a batch

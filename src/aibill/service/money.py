@@ -67,7 +67,7 @@ from aibill.service.postings import (
 )
 from aibill.service.reads import balance_of
 from aibill.store import history, ledger, tx
-from aibill.store.overlay import Reads
+from aibill.store.overlay import Prefetch
 
 
 class MoneyPath:
@@ -481,20 +481,20 @@ class MoneyPath:
         return usage_batch.record_batch(self._cx, records)
 
 
-def _drawing(mandate: str, key: str, user: str | None) -> Reads:
+def _drawing(mandate: str, key: str, user: str | None) -> Prefetch:
     """What a hold, a usage record or a credit for ``user`` reads first: its
     key, the user's membership, and the accounts it may draw from, whichever
     the mandate's billing model (not yet read) names."""
     keys = ((mandate, key),)
     if user is None:
-        return Reads(keys=keys, accounts=((mandate, POOL_ACCOUNT),))
+        return Prefetch(keys=keys, accounts=((mandate, POOL_ACCOUNT),))
     accounts = ((mandate, POOL_ACCOUNT), (mandate, wallet_account(user)))
-    return Reads(keys=keys, accounts=accounts, members=((mandate, user),))
+    return Prefetch(keys=keys, accounts=accounts, members=((mandate, user),))
 
 
-def _reads(mandate: str, key: str | None, hold_id: str) -> Reads:
+def _reads(mandate: str, key: str | None, hold_id: str) -> Prefetch:
     """What a capture or a release reads first: its hold, and its key if any."""
-    return Reads(keys=() if key is None else ((mandate, key),), holds=((mandate, hold_id),))
+    return Prefetch(keys=() if key is None else ((mandate, key),), holds=((mandate, hold_id),))
 
 
 def _take_hold(

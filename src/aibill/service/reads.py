@@ -8,6 +8,7 @@ account has any, they are expired first, in a short write of their own.
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from typing import TypeVar, Unpack
 
@@ -31,19 +32,21 @@ from aibill.domain.requests import (
 from aibill.service import audit, reports
 from aibill.service.codec import entry_from_row, hold_from_row
 from aibill.service.context import Context, OpState
-from aibill.service.reports import CsvLines, LedgerReads, TextOut
+from aibill.service.reports import CsvLines, TextOut
 from aibill.store import history, ledger, tenants
 
 T = TypeVar("T")
+NOT_IN_CSV = frozenset({"breakdown", "metadata"})
+"""Entry columns no history CSV writes: an export's pages do not read them."""
 
 
 class Reads:
     """What a principal may read of the ledger."""
 
-    def __init__(self, context: Context, ledger: LedgerReads | None = None) -> None:
+    def __init__(self, context: Context) -> None:
         self._cx = context
-        self._ledger: LedgerReads = ledger if ledger is not None else self
-        """What history exports page through: the ledger's own ``history``."""
+        self._omit: frozenset[str] = frozenset()
+        """Columns history pages leave out (see :meth:`_for_csv`)."""
 
     def balance(self, mandate: str, *, user: str | None = None) -> Balance:
         """The account the billing model names for ``user``.
@@ -165,10 +168,12 @@ class Reads:
         equal = {"user_id": user, "account_id": account, "kind": kind.value if kind else None}
         equal |= {"reason": reason, "hold_id": hold_id, **tags}
 
+        omit = self._omit
+
         def work(conn: Connection) -> Page:
             cx.authorize(conn, mandate, Scope.READ)
             op = cx.op(conn, mandate)
-            rows = history.entry_page(conn, mandate, equal, since, until, after, limit)
+            rows = history.entry_page(conn, mandate, equal, since, until, after, limit, omit)
             items = [entry_from_row(r, op.currency) for r in rows[:limit]]
             more = len(rows) > limit
             return Page(items, encode_cursor(items[-1]) if more and items else None)
@@ -256,8 +261,19 @@ class Reads:
         never are. ``spreadsheet_safe=False`` writes the text as stored, for
         programs that read the file as data."""
         return reports.iter_history_csv(
-            self._ledger, mandate, page_size=page_size, spreadsheet_safe=spreadsheet_safe, **filters
+            self._for_csv(),
+            mandate,
+            page_size=page_size,
+            spreadsheet_safe=spreadsheet_safe,
+            **filters,
         )
+
+    def _for_csv(self) -> Reads:
+        """These reads, with history pages that leave out what no CSV column
+        holds (the breakdown and the metadata, most of an entry's bytes)."""
+        view = copy.copy(self)
+        view._omit = NOT_IN_CSV
+        return view
 
     def export_history_csv(
         self,

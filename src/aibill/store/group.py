@@ -51,7 +51,7 @@ class _Slot:
 
     __slots__ = ("done", "error", "lead", "reads", "result", "work")
 
-    def __init__(self, work: Work, reads: overlay.Reads | None) -> None:
+    def __init__(self, work: Work, reads: overlay.Prefetch | None) -> None:
         self.work = work
         self.reads = reads
         self.done = threading.Event()
@@ -115,7 +115,7 @@ class GroupCommit:
         with self._lock:
             return sum(1 for slot in self._queue if not slot.lead)
 
-    def run(self, work: Work, reads: overlay.Reads | None = None) -> Any:
+    def run(self, work: Work, reads: overlay.Prefetch | None = None) -> Any:
         """Apply ``work`` (in a batch when others are in flight) and return its
         result once it is committed; raise its error, or its ``Deferred``
         refusal after the commit, as :func:`aibill.store.tx.run` would.
@@ -202,7 +202,7 @@ class GroupCommit:
 
 
 def apply_in_memory(
-    conn: Connection, works: list[Work], reads: list[overlay.Reads] | None = None
+    conn: Connection, works: list[Work], reads: list[overlay.Prefetch] | None = None
 ) -> list[tuple[Any, AibillError | None]]:
     """Run each unit of work in ``conn``'s transaction with the ledger's
     writes kept in memory (:mod:`aibill.store.overlay`) and written together

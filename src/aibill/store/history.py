@@ -77,10 +77,13 @@ def entry_page(
     until: datetime | None,
     after: tuple[datetime, str] | None,
     limit: int,
+    omit: frozenset[str] = frozenset(),
 ) -> list[Any]:
     """Entries of ``mandate`` whose columns equal the given (non-None) values,
     in ``since <= posted_at < until``, newest first, after the cursor
-    ``(posted_at, entry_id)``; one more than ``limit``, to tell whether more follow."""
+    ``(posted_at, entry_id)``; one more than ``limit``, to tell whether more
+    follow. ``omit``: columns not to read (an export's page leaves out the
+    breakdown it does not write)."""
     conds = [_E.mandate_id == mandate]
     conds += [_E[name] == value for name, value in equal.items() if value is not None]
     if since is not None:
@@ -92,7 +95,7 @@ def entry_page(
         # where "a < x OR (a = x AND b < y)" is filtered row by row.
         conds.append(tuple_(_E.posted_at, _E.entry_id) < tuple_(after[0], after[1]))
     query = (
-        select(entries)
+        select(*[c for c in entries.columns if c.name not in omit])
         .where(*conds)
         .order_by(_E.posted_at.desc(), _E.entry_id.desc())
         .limit(limit + 1)

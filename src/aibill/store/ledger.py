@@ -420,7 +420,7 @@ def _group_change(
     return found.row()
 
 
-def prefetch(conn: Connection, ov: overlay.Overlay, reads: Sequence[overlay.Reads]) -> None:
+def prefetch(conn: Connection, ov: overlay.Overlay, reads: Sequence[overlay.Prefetch]) -> None:
     """Read what a group's units will read first, one query per table for the
     whole group: their mandates and memberships, idempotency records, holds,
     and the accounts they may draw from (holds and accounts locked on

@@ -56,7 +56,7 @@ _HOLD_EXTRA = {"resolved_at": None, "captured_micros": None, "entry_id": None}
 
 
 @dataclass(frozen=True, slots=True)
-class Reads:
+class Prefetch:
     """What a unit of work will read first: the idempotency keys, the holds and
     the accounts it may draw from (each with its mandate), so that a group
     reads them for all its units at once. A capture's or a release's account

@@ -34,7 +34,7 @@ from aibill.domain.prices import Charge
 from aibill.domain.principal import PrincipalKind, Scope
 from aibill.domain.requests import scope_allows
 from aibill.service import draws, usage
-from aibill.service.context import Context, OpState, outcome_row
+from aibill.service.context import Context, OpState, expect, outcome_row
 from aibill.service.postings import Posted
 from aibill.service.pricing import Memo
 from aibill.store import ledger, tx
@@ -116,7 +116,7 @@ def _mandate(
                 check_name(p.user, "user")
             replay = cx.replay(op, p.key, usage.OPERATION, p.request)
             if replay is not None:
-                done[i] = _replayed(replay)
+                done[i] = _recorded(replay)
                 continue
             decided = usage.decide(view, conn, op, p, now)
         except e.AibillError as exc:
@@ -126,7 +126,7 @@ def _mandate(
         kept = outcome_row(mandate, p.key, usage.OPERATION, p.request, result, now)
         view.outcomes.append(kept)
         stored[p.key] = (usage.OPERATION, p.request, kept["outcome"], kept["result"])
-        done[i] = _outcome(result)
+        done[i] = _recorded(result)
     return done
 
 
@@ -135,10 +135,7 @@ def _one_by_one(cx: Context, conn: Connection, items: Items) -> dict[int, Record
     results = apply_each(conn, [usage.work(cx, p) for _, p in items])
     done: dict[int, RecordOutcome] = {}
     for (i, _), (result, error) in zip(items, results, strict=True):
-        if isinstance(result, tx.Deferred):
-            done[i] = RecordOutcome(error=result.error)
-        else:
-            done[i] = RecordOutcome(entry=result, error=error)
+        done[i] = RecordOutcome(error=error) if error is not None else _recorded(result)
     return done
 
 
@@ -154,18 +151,14 @@ def _named_users(items: Items) -> set[str]:
     return names
 
 
-def _replayed(replay: Any) -> RecordOutcome:
-    if isinstance(replay, tx.Deferred):
-        return RecordOutcome(error=replay.error)
-    if not isinstance(replay, Entry):  # a key of another operation conflicts first
-        raise AssertionError(f"stored result is {type(replay).__name__}, expected Entry")
-    return RecordOutcome(entry=replay)
-
-
-def _outcome(result: Entry | e.Refused) -> RecordOutcome:
+def _recorded(result: Any) -> RecordOutcome:
+    """A record's outcome from what its unit gave: an entry (posted or
+    replayed), or a refusal (new, or stored under its key)."""
+    if isinstance(result, tx.Deferred):
+        return RecordOutcome(error=result.error)
     if isinstance(result, e.Refused):
         return RecordOutcome(error=result)
-    return RecordOutcome(entry=result)
+    return RecordOutcome(entry=expect(result, Entry))
 
 
 class Batched(usage.Direct):

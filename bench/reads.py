@@ -10,8 +10,10 @@ measured. Times are medians of 3, warm.
 
 - a history page of 1,000 at the top and at 90 % depth (``deep_page_ratio``:
   deep over first);
-- a 90-day usage report grouped by day and provider, and by user; *raw* is the
-  same GROUP BY run bare through the driver;
+- a 90-day usage report grouped by day and provider, and by user (both read
+  the daily rollup ``usage_days``), grouped by feature instance (read from
+  ``usage_days_by_instance``) and for one workflow (read from its entries);
+  *raw* is the same GROUP BY by user run bare on the entries;
 - a check for the heavy user, who has a monthly spending limit, and the same
   check for a user without one (``limit_share_ms``: the difference);
 - the big tenant's full history as CSV (rows/s); *raw* reads the same rows bare.
@@ -173,6 +175,14 @@ def measure(billing: Billing, raw: Callable[[str], Callable[[], Any]]) -> dict[s
     out["report_user_s"] = _median_s(
         lambda: billing.usage_report(BIG, group_by=("user",), since=since, until=NOW)
     )
+    out["report_instance_s"] = _median_s(
+        lambda: billing.usage_report(BIG, group_by=("feature_instance",), since=since, until=NOW)
+    )
+    out["report_workflow_s"] = _median_s(
+        lambda: billing.usage_report(
+            BIG, group_by=("day",), since=since, until=NOW, workflow_id="wf-7"
+        )
+    )
     out["report_raw_s"] = _median_s(
         raw(
             "SELECT user_id, COUNT(*), SUM(amount_micros) FROM entries WHERE mandate_id = 'big'"
@@ -270,6 +280,9 @@ def main() -> int:
             print(f"{name:<6} entries={size:<9,} built_s={built:.0f}  {shown}", flush=True)
     reports = [max(f["report_day_provider_s"], f["report_user_s"]) for _, _, f in results]
     print(f"report_90d_s_max={max(reports):.3f}")
+    instance = max(f["report_instance_s"] for _, _, f in results)
+    print(f"report_instance_s_max={instance:.3f}")
+    print(f"report_workflow_s_max={max(f['report_workflow_s'] for _, _, f in results):.3f}")
     ratios = [f["deep_page_s"] / f["first_page_s"] for _, _, f in results]
     print(f"deep_page_ratio_max={max(ratios):.2f}")
     print(f"limit_check_ms_max={max(f['limit_check_s'] for _, _, f in results) * 1000:.2f}")

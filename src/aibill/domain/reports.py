@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TextIO
 
@@ -17,8 +17,10 @@ __all__ = [
     "PERIOD_KEYS",
     "GroupBy",
     "KeyValue",
+    "ReportParts",
     "UsageRow",
     "UserBalance",
+    "report_parts",
     "write_lines",
 ]
 
@@ -102,3 +104,38 @@ def write_lines(lines: Iterator[str], out: TextIO) -> int:
         out.write(line)
         count += 1
     return max(count, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportParts:
+    """How a usage report over ``since <= posted_at < until`` is read: the whole
+    UTC days in it from the daily rollups (``days``: the first day's start and
+    the end's, either None when the range is open on that side; None when the
+    range holds no whole day), and what is left at either end (``edges``: at
+    most two ranges shorter than a day) from the entries."""
+
+    days: tuple[datetime | None, datetime | None] | None
+    edges: tuple[tuple[datetime | None, datetime | None], ...]
+
+
+def _midnight(at: datetime) -> datetime:
+    at = at.astimezone(UTC)
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def report_parts(since: datetime | None, until: datetime | None) -> ReportParts:
+    """Split ``[since, until)`` into whole UTC days and the partial days at its ends."""
+    first = None
+    if since is not None:
+        first = _midnight(since)
+        if first < since:
+            first += timedelta(days=1)
+    end = None if until is None else _midnight(until)
+    if first is not None and end is not None and first >= end:
+        return ReportParts(days=None, edges=((since, until),))
+    edges: list[tuple[datetime | None, datetime | None]] = []
+    if since is not None and first is not None and since < first:
+        edges.append((since, first))
+    if until is not None and end is not None and end < until:
+        edges.append((end, until))
+    return ReportParts(days=(first, end), edges=tuple(edges))

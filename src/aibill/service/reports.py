@@ -13,7 +13,7 @@ done by :class:`aibill.service.reads.Reads`, which calls the functions below.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Protocol, TextIO, TypeVar, Unpack
 
@@ -38,6 +38,7 @@ from aibill.domain.reports import (
     KeyValue,
     UsageRow,
     UserBalance,
+    report_parts,
     write_lines,
 )
 from aibill.domain.text import check_searchable
@@ -184,6 +185,8 @@ def _check_filters(filters: Mapping[str, str | None]) -> dict[str, str]:
 def _as_utc(value: object) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
     if not isinstance(value, datetime):
         raise AssertionError(f"unexpected period value {value!r}")
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -237,8 +240,7 @@ def usage_report(
 
     def work(conn: Connection) -> tuple[str, Sequence[Any]]:
         op = cx.op(conn, mandate)
-        rows = store_reports.usage_totals(conn, mandate, keys, filters, since, until)
-        return op.currency, rows
+        return op.currency, _totals(conn, mandate, keys, filters, since, until)
 
     currency, rows = cx.read(work)
     groups = _groups(keys, rows)
@@ -246,6 +248,31 @@ def usage_report(
         _usage_row(keys, values, g, currency)
         for values, g in sorted(groups.items(), key=lambda item: _sort_key(item[0]))
     ]
+
+
+def _totals(
+    conn: Connection,
+    mandate: str,
+    keys: tuple[str, ...],
+    filters: Mapping[str, str],
+    since: datetime | None,
+    until: datetime | None,
+) -> list[Any]:
+    """The usage totals' rows (one snapshot): whole UTC days from the smallest
+    daily rollup that holds the report's keys and filters, and the partial
+    days at either end from the entries; from the entries alone when no
+    rollup holds them. A group may come in several rows; :func:`_groups` adds
+    them up."""
+    table = store_reports.rollup_for(keys, filters)
+    if table is None:
+        return list(store_reports.usage_totals(conn, mandate, keys, filters, since, until))
+    parts = report_parts(since, until)
+    rows: list[Any] = []
+    if parts.days is not None:
+        rows += store_reports.rollup_totals(conn, table, mandate, keys, filters, parts.days)
+    for start, end in parts.edges:
+        rows += store_reports.usage_totals(conn, mandate, keys, filters, start, end)
+    return rows
 
 
 def _groups(

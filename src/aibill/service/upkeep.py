@@ -1,6 +1,7 @@
 """Keeping the ledger sound: ``verify`` recomputes every account's counters
-from its entries and open holds, and every spending limit's running total
-from its period's entries; the sweeper expires overdue holds."""
+from its entries and open holds, every spending limit's running total from
+its period's entries, and every daily usage rollup from its day's usage
+debits; the sweeper expires overdue holds."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ class Upkeep:
 
     def verify(self, mandate: str | None = None) -> list[Drift]:
         """Recompute every account's counters from its entries and open holds,
-        and every spending limit's running total from its period's entries.
+        every spending limit's running total from its period's entries, and
+        every daily usage rollup from its usage debits.
 
         Returns the differences found; an empty list means the ledger is sound.
         """
@@ -47,7 +49,7 @@ class Upkeep:
             for (m, a), computed in sums.items():
                 for name, value in computed.items():
                     found.append(Drift(m, a, name, 0, value))
-            return found + _limit_drift(conn, mandate)
+            return found + _limit_drift(conn, mandate) + _rollup_drift(conn, mandate)
 
         return cx.read(work)
 
@@ -85,4 +87,25 @@ def _limit_drift(conn: Connection, mandate: str | None) -> list[Drift]:
         if counted != row.spent_micros:
             target = f"{row.scope}:{row.subject}/{row.period}"
             found.append(Drift(row.mandate_id, target, "spent_micros", row.spent_micros, counted))
+    return found
+
+
+def _rollup_drift(conn: Connection, mandate: str | None) -> list[Drift]:
+    """Each daily usage rollup row against the usage debits of its day and
+    tags. A difference names the row (``usage_days:2026-12-01/alice/openai/
+    gpt-4o/chat/USD``, untagged values empty) as its account and the total
+    that differs as its counter."""
+    found = []
+    mandates = [mandate] if mandate is not None else history.mandate_ids(conn)
+    for m in mandates:
+        for table in history.ROLLUPS:
+            stored = history.rollup_rows(conn, table, m)
+            counted = history.rollup_recount(conn, table, m)
+            for key in sorted(stored.keys() | counted.keys()):
+                have = stored.get(key, (0,) * len(history.ROLLUP_SUMS))
+                want = counted.get(key, (0,) * len(history.ROLLUP_SUMS))
+                target = f"{table.name}:{'/'.join(key[1:])}"
+                for name, a, b in zip(history.ROLLUP_SUMS, have, want, strict=True):
+                    if a != b:
+                        found.append(Drift(m, target, name, a, b))
     return found

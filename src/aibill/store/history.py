@@ -7,9 +7,29 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Integer, bindparam, func, select, tuple_
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Integer,
+    Table,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+    tuple_,
+)
+from sqlalchemy.types import Date
 
-from aibill.store.schema import accounts, entries, holds, spending_limits
+from aibill.store.schema import (
+    accounts,
+    entries,
+    holds,
+    mandates,
+    spending_limits,
+    usage_days,
+    usage_days_by_instance,
+)
 
 _A = accounts.c
 _E = entries.c
@@ -169,3 +189,78 @@ def limit_totals(conn: Connection, mandate: str | None) -> list[Any]:
     if mandate is not None:
         query = query.where(_S.mandate_id == mandate)
     return list(conn.execute(query).all())
+
+
+# -------------------------------------------------------------- daily rollups
+
+ROLLUPS = (usage_days, usage_days_by_instance)
+ROLLUP_SUMS = (
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_micros",
+    "cost_pico",
+    "amount_micros",
+)
+RollupTotals = dict[tuple[str, ...], tuple[int, ...]]
+
+
+def _rollup_key(table: Table) -> list[str]:
+    return [c.name for c in table.primary_key.columns]
+
+
+def mandate_ids(conn: Connection) -> list[str]:
+    """Every mandate, by id."""
+    query = select(mandates.c.mandate_id).order_by(mandates.c.mandate_id)
+    return list(conn.execute(query).scalars())
+
+
+def rollup_rows(conn: Connection, table: Table, mandate: str) -> RollupTotals:
+    """The daily rollup's rows of ``mandate``: each key (its columns, the day as
+    ``YYYY-MM-DD``) to its totals, in the order of ``ROLLUP_SUMS``."""
+    key = _rollup_key(table)
+    query = select(*(table.c[n] for n in key), *(table.c[n] for n in ROLLUP_SUMS)).where(
+        table.c.mandate_id == mandate
+    )
+    width = len(key)
+    return {
+        tuple(str(v)[:10] if i == 1 else v for i, v in enumerate(row[:width])): tuple(
+            int(v) for v in row[width:]
+        )
+        for row in conn.execute(query)
+    }
+
+
+def rollup_recount(conn: Connection, table: Table, mandate: str) -> RollupTotals:
+    """What the daily rollup's rows of ``mandate`` add up to when counted from
+    its usage debits, keyed as :func:`rollup_rows` keys them."""
+    if conn.dialect.name == "sqlite":
+        day: Any = func.substr(_E.posted_at, literal_column("1"), literal_column("10"))
+    else:
+        day = cast(func.timezone(literal_column("'UTC'"), _E.posted_at), Date())
+    groups = [
+        _E.mandate_id if n == "mandate_id" else day if n == "day" else func.coalesce(_E[n], "")
+        for n in _rollup_key(table)
+    ]
+    pico = _E.provider_cost_pico
+    sums = [
+        func.count(),
+        *(func.sum(func.coalesce(_E[n], 0)) for n in ROLLUP_SUMS[1:5]),
+        func.sum(func.coalesce(pico // 1_000_000, 0)),
+        func.sum(func.coalesce(pico % 1_000_000, 0)),
+        func.sum(_E.amount_micros),
+    ]
+    query = (
+        select(*groups, *sums)
+        .where(_E.mandate_id == mandate, _E.kind == "debit", _E.reason == "usage")
+        .group_by(*groups)
+    )
+    width = len(groups)
+    return {
+        tuple(str(v)[:10] if i == 1 else v for i, v in enumerate(row[:width])): tuple(
+            int(v) for v in row[width:]
+        )
+        for row in conn.execute(query)
+    }

@@ -1,5 +1,7 @@
 """The reports' reads: a user's accounts across mandates, the holds overdue in
-them, and a mandate's usage totalled per group.
+them, and a mandate's usage totalled per group, from its entries or, for
+whole UTC days, from the daily rollups (``usage_days`` and
+``usage_days_by_instance``) a trigger keeps in each debit's transaction.
 
 SQLAlchemy Core; every statement is built once (the usage totals once per
 shape of report: its group keys, its filters and the backend) with its values
@@ -17,12 +19,15 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    DateTime,
     Row,
     Select,
     String,
+    Table,
     and_,
     bindparam,
     case,
+    cast,
     func,
     literal_column,
     select,
@@ -36,7 +41,16 @@ from aibill.domain.model import (
     wallet_account,
 )
 from aibill.domain.reports import PERIOD_KEYS
-from aibill.store.schema import accounts, entries, holds, mandates, memberships, users
+from aibill.store.schema import (
+    accounts,
+    entries,
+    holds,
+    mandates,
+    memberships,
+    usage_days,
+    usage_days_by_instance,
+    users,
+)
 
 USAGE_REASON = "usage"
 """The reason of the debits a usage report counts."""
@@ -219,4 +233,110 @@ def usage_totals(
         params["since"] = since
     if until is not None:
         params["until"] = until
+    return conn.execute(stmt, params).all()
+
+
+# -------------------------------------------------------------- daily rollups
+
+_ROLLUP_COLUMNS = {"user": "user_id"}
+"""A report name whose rollup column is named otherwise."""
+
+
+def _rollup_names(table: Table) -> frozenset[str]:
+    named = {_ROLLUP_COLUMNS.get(n, n): n for n in _GROUP_COLUMNS}
+    return frozenset(named[c.name] for c in table.c if c.name in named) | frozenset(PERIOD_KEYS)
+
+
+_ROLLUPS = tuple((table, _rollup_names(table)) for table in (usage_days, usage_days_by_instance))
+
+
+def rollup_for(keys: tuple[str, ...], filters: Mapping[str, str]) -> Table | None:
+    """The smallest daily rollup that holds every key and filter of a report, or
+    None when none does (a workflow is not rolled up) or a filter asks for an
+    empty value (which a rollup keeps for "untagged")."""
+    if any(value == "" for value in filters.values()):
+        return None
+    names = {*keys, *filters}
+    return next((table for table, held in _ROLLUPS if names <= held), None)
+
+
+def _day_period(period: str, day: Any, sqlite: bool) -> ColumnElement[Any]:
+    """The start of the period of a rollup's ``day``, as :func:`_period` gives
+    it for an entry's time."""
+    if not sqlite:
+        return func.date_trunc(literal_column(f"'{period}'"), cast(day, DateTime()))
+    text_day = func.substr(day, literal_column("1"), literal_column("10"))
+    if period == "day":
+        return text_day
+    if period == "week":
+        return func.date(text_day, literal_column("'weekday 0'"), literal_column("'-6 days'"))
+    return func.date(text_day, literal_column("'start of month'"))
+
+
+@lru_cache(maxsize=256)
+def _rollup_totals(
+    table: Table,
+    keys: tuple[str, ...],
+    filters: tuple[str, ...],
+    since: bool,
+    until: bool,
+    sqlite: bool,
+) -> Select[Any]:
+    """The totals of one shape of report read from ``table``; as
+    :func:`_usage_totals` gives them, with '' (untagged) given back as NULL."""
+    c = table.c
+
+    def column(name: str) -> Any:
+        return c[_ROLLUP_COLUMNS.get(name, name)]
+
+    key_exprs = [
+        (_day_period(k, c.day, sqlite) if k in PERIOD_KEYS else func.nullif(column(k), "")).label(
+            f"k{i}"
+        )
+        for i, k in enumerate(keys)
+    ]
+    conds = [c.mandate_id == bindparam("mandate")]
+    conds += [column(name) == bindparam(name) for name in filters]
+    if since:
+        conds.append(c.day >= bindparam("since_day"))
+    if until:
+        conds.append(c.day < bindparam("until_day"))
+    currency = func.nullif(c.provider_currency, "")
+    return (
+        select(
+            *key_exprs,
+            currency.label("provider_currency"),
+            func.sum(c.calls).label("calls"),
+            func.sum(c.input_tokens).label("input_tokens"),
+            func.sum(c.output_tokens).label("output_tokens"),
+            func.sum(c.cache_read_tokens).label("cache_read_tokens"),
+            func.sum(c.cache_write_tokens).label("cache_write_tokens"),
+            func.sum(c.cost_micros).label("cost_hi"),
+            func.sum(c.cost_pico).label("cost_lo"),
+            func.sum(c.amount_micros).label("amount"),
+        )
+        .where(*conds)
+        .group_by(*key_exprs, currency)
+    )
+
+
+def rollup_totals(
+    conn: Connection,
+    table: Table,
+    mandate: str,
+    keys: tuple[str, ...],
+    filters: Mapping[str, str],
+    days: tuple[datetime | None, datetime | None],
+) -> Sequence[Row[Any]]:
+    """:func:`usage_totals` over the whole UTC days from ``days[0]`` up to
+    ``days[1]`` (day starts; None: open), read from the daily rollup ``table``
+    (see :func:`rollup_for`)."""
+    sqlite = conn.dialect.name == "sqlite"
+    first, end = days
+    stmt = _rollup_totals(table, keys, tuple(filters), first is not None, end is not None, sqlite)
+    params: dict[str, Any] = {"mandate": mandate, **filters}
+    if first is not None:
+        params["since_day"] = first.date()
+    if end is not None:
+        params["until_day"] = end.date()
     return conn.execute(stmt, params).all()

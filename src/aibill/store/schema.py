@@ -20,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     ForeignKeyConstraint,
     Index,
     MetaData,
@@ -204,6 +205,48 @@ entries = Table(
     # A workflow is looked up on its own, and is rare in a big ledger.
     Index(None, "mandate_id", "workflow_id", "posted_at", "entry_id"),
 )
+
+
+def _usage_rollup(name: str, *tags: Column[Any]) -> Table:
+    """A running total of usage debits (``kind = 'debit'``, ``reason =
+    'usage'``) per mandate, UTC day and tags, kept by a trigger on entries in
+    the debit's own transaction (migration 0008), so that a usage report over
+    whole days reads one row per group and day, whatever the number of calls.
+    An untagged value is kept as '' (a stored tag is never empty), so that the
+    key is one unique row on both databases. The provider cost is kept in two
+    halves, like the report sums it: whole micro-units and the pico rest."""
+    return Table(
+        name,
+        metadata,
+        Column("mandate_id", String(128), primary_key=True),
+        Column("day", Date, primary_key=True),
+        Column("user_id", String(128), primary_key=True),
+        Column("provider", String(64), primary_key=True),
+        Column("model", String(160), primary_key=True),
+        Column("feature_code", String(64), primary_key=True),
+        *tags,
+        Column("provider_currency", String(3), primary_key=True),
+        Column("calls", BigInteger, nullable=False),
+        Column("input_tokens", BigInteger, nullable=False),
+        Column("output_tokens", BigInteger, nullable=False),
+        Column("cache_read_tokens", BigInteger, nullable=False),
+        Column("cache_write_tokens", BigInteger, nullable=False),
+        Column("cost_micros", BigInteger, nullable=False),
+        Column("cost_pico", BigInteger, nullable=False),
+        Column("amount_micros", BigInteger, nullable=False),
+        ForeignKeyConstraint(["mandate_id"], ["mandates.mandate_id"]),
+    )
+
+
+# The reports the dashboard draws (by day, provider, model, user, feature code)
+# read usage_days; one that groups or filters by feature instance reads
+# usage_days_by_instance. A workflow is a run, not a dimension to roll up:
+# a report of one workflow reads its entries through their workflow index.
+usage_days = _usage_rollup("usage_days")
+usage_days_by_instance = _usage_rollup(
+    "usage_days_by_instance", Column("feature_instance", String(128), primary_key=True)
+)
+
 
 idempotency_keys = Table(
     "idempotency_keys",

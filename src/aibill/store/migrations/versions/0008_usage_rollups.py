@@ -1,8 +1,9 @@
 """usage reports read daily rollups: running totals per mandate, UTC day and tags
 
 ``usage_days`` totals the usage debits per mandate, day, user, provider,
-model, feature code and provider currency; ``usage_days_by_instance`` also per
-feature instance. A trigger on ``entries`` adds each usage debit to its row
+model, feature code and provider currency; ``usage_days_by_instance`` per
+mandate, day, feature instance, provider, model, feature code and provider
+currency. A trigger on ``entries`` adds each usage debit to its row
 in both, in the debit's own transaction, so a rollup never disagrees with the
 entries. Existing usage is totalled from the entries.
 
@@ -24,7 +25,7 @@ depends_on: str | Sequence[str] | None = None
 
 _TABLES = {
     "usage_days": ("user_id", "provider", "model", "feature_code"),
-    "usage_days_by_instance": ("user_id", "provider", "model", "feature_code", "feature_instance"),
+    "usage_days_by_instance": ("feature_instance", "provider", "model", "feature_code"),
 }
 _SUMS = (
     "calls",
@@ -122,6 +123,8 @@ def _create(table: str) -> None:
             ["mandate_id"], ["mandates.mandate_id"], name=f"fk_{table}_mandate_id_mandates"
         ),
         sa.PrimaryKeyConstraint(*key, name=f"pk_{table}"),
+        sqlite_with_rowid=False,
+        postgresql_with={"fillfactor": 50},
     )
 
 

@@ -43,7 +43,8 @@ def entry_from_row(row: Row[Any], currency: str) -> Entry:
     """The entry of a row; a row read without ``metadata`` or ``breakdown``
     (an export's page) gives an entry without them."""
     m = row._mapping
-    meta = dict(m.get("metadata") or {})
+    # ``in`` first: a missing key's get() costs an exception inside SQLAlchemy.
+    meta = dict(m["metadata"] or {}) if "metadata" in m else {}
     return Entry(
         id=m["entry_id"],
         mandate=m["mandate_id"],
@@ -77,7 +78,7 @@ def entry_from_row(row: Row[Any], currency: str) -> Entry:
         price_source=m["price_source"],
         fx_rate=_exact(m["fx_rate"]),
         markup_percent=_exact(m["markup_percent"]),
-        breakdown=m.get("breakdown"),
+        breakdown=m["breakdown"] if "breakdown" in m else None,
         over_limit=m["over_limit"],
         provider_not_allowed=bool(m["provider_not_allowed"]),
     )

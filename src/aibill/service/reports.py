@@ -12,6 +12,7 @@ done by :class:`aibill.service.reads.Reads`, which calls the functions below.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -316,24 +317,27 @@ def _usage_row(
 # ------------------------------------------------------------------------ CSV
 
 
-_QUOTED = (",", '"', "\r", "\n")
+_QUOTED = re.compile('[,"\r\n]')
 # Quoted too when neutralising: a spreadsheet that splits on ``;`` or tab (as
 # Excel does in many locales) would otherwise start a new cell there, and that
 # cell could start with a formula.
-_QUOTED_SAFE = (*_QUOTED, ";", "\t")
+_QUOTED_SAFE = re.compile('[,"\r\n;\t]')
 
 
 def _line_writer(spreadsheet_safe: bool) -> Callable[[Sequence[object]], str]:
     """Renders one row as a CSV line (RFC 4180, ``\\r\\n``). With
     ``spreadsheet_safe``, text cells go through :func:`neutralize` (numbers,
     times and flags never do: the column's type decides, not the content)."""
-    quoted = _QUOTED_SAFE if spreadsheet_safe else _QUOTED
+    needs_quotes = (_QUOTED_SAFE if spreadsheet_safe else _QUOTED).search
 
     def field(value: object) -> str:
-        text = _cell(value)
-        if spreadsheet_safe and isinstance(value, str):
-            text = neutralize(text)
-        if any(c in text for c in quoted):
+        if isinstance(value, str):
+            text = value if type(value) is str else str(value)
+            if spreadsheet_safe:
+                text = neutralize(text)
+        else:
+            text = _cell(value)
+        if needs_quotes(text):
             return '"' + text.replace('"', '""') + '"'
         return text
 

@@ -97,13 +97,12 @@ def _rollup_drift(conn: Connection, mandate: str | None) -> list[Drift]:
     that differs as its counter."""
     found = []
     mandates = [mandate] if mandate is not None else history.mandate_ids(conn)
+    zero = (0,) * len(history.ROLLUP_SUMS)
     for m in mandates:
         for table in history.ROLLUPS:
-            stored = history.rollup_rows(conn, table, m)
-            counted = history.rollup_recount(conn, table, m)
+            stored, counted = history.rollup_differences(conn, table, m)
             for key in sorted(stored.keys() | counted.keys()):
-                have = stored.get(key, (0,) * len(history.ROLLUP_SUMS))
-                want = counted.get(key, (0,) * len(history.ROLLUP_SUMS))
+                have, want = stored.get(key, zero), counted.get(key, zero)
                 target = f"{table.name}:{'/'.join(key[1:])}"
                 for name, a, b in zip(history.ROLLUP_SUMS, have, want, strict=True):
                     if a != b:

@@ -11,13 +11,16 @@ from sqlalchemy import (
     BindParameter,
     Connection,
     Integer,
+    Select,
     Table,
     bindparam,
     cast,
     func,
+    literal,
     literal_column,
     select,
     tuple_,
+    union_all,
 )
 from sqlalchemy.types import Date
 
@@ -217,26 +220,16 @@ def mandate_ids(conn: Connection) -> list[str]:
     return list(conn.execute(query).scalars())
 
 
-def rollup_rows(conn: Connection, table: Table, mandate: str) -> RollupTotals:
-    """The daily rollup's rows of ``mandate``: each key (its columns, the day as
-    ``YYYY-MM-DD``) to its totals, in the order of ``ROLLUP_SUMS``."""
+def _rollup_stored(table: Table) -> Select[Any]:
+    """The rollup's rows of one mandate: key columns, then ``ROLLUP_SUMS``."""
     key = _rollup_key(table)
-    query = select(*(table.c[n] for n in key), *(table.c[n] for n in ROLLUP_SUMS)).where(
-        table.c.mandate_id == mandate
-    )
-    width = len(key)
-    return {
-        tuple(str(v)[:10] if i == 1 else v for i, v in enumerate(row[:width])): tuple(
-            int(v) for v in row[width:]
-        )
-        for row in conn.execute(query)
-    }
+    columns = [*(table.c[n] for n in key), *(table.c[n] for n in ROLLUP_SUMS)]
+    return select(*columns).where(table.c.mandate_id == _MANDATE)
 
 
-def rollup_recount(conn: Connection, table: Table, mandate: str) -> RollupTotals:
-    """What the daily rollup's rows of ``mandate`` add up to when counted from
-    its usage debits, keyed as :func:`rollup_rows` keys them."""
-    if conn.dialect.name == "sqlite":
+def _rollup_recount(table: Table, sqlite: bool) -> Select[Any]:
+    """The same rows, counted from the mandate's usage debits."""
+    if sqlite:
         day: Any = func.substr(_E.posted_at, literal_column("1"), literal_column("10"))
     else:
         day = cast(func.timezone(literal_column("'UTC'"), _E.posted_at), Date())
@@ -252,15 +245,33 @@ def rollup_recount(conn: Connection, table: Table, mandate: str) -> RollupTotals
         func.sum(func.coalesce(pico % 1_000_000, 0)),
         func.sum(_E.amount_micros),
     ]
-    query = (
+    return (
         select(*groups, *sums)
-        .where(_E.mandate_id == mandate, _E.kind == "debit", _E.reason == "usage")
+        .where(_E.mandate_id == _MANDATE, _E.kind == "debit", _E.reason == "usage")
         .group_by(*groups)
     )
-    width = len(groups)
-    return {
-        tuple(str(v)[:10] if i == 1 else v for i, v in enumerate(row[:width])): tuple(
-            int(v) for v in row[width:]
-        )
-        for row in conn.execute(query)
+
+
+def rollup_differences(
+    conn: Connection, table: Table, mandate: str
+) -> tuple[RollupTotals, RollupTotals]:
+    """The daily rollup's rows of ``mandate`` that disagree with its usage
+    debits, as ``(stored, counted)``: each key (its columns, the day as
+    ``YYYY-MM-DD``) to its totals in the order of ``ROLLUP_SUMS``; a key on one
+    side only is a row missing from the other. The database compares the two
+    (``EXCEPT`` each way), so only differences leave it: nothing when sound."""
+    stored = _rollup_stored(table).cte("stored")
+    counted = _rollup_recount(table, conn.dialect.name == "sqlite").cte("counted")
+    sides = {
+        "stored": select(stored).except_(select(counted)).subquery(),
+        "counted": select(counted).except_(select(stored)).subquery(),
     }
+    query = union_all(
+        *(select(literal(name).label("side"), *side.c) for name, side in sides.items())
+    )
+    width = len(_rollup_key(table))
+    found: tuple[RollupTotals, RollupTotals] = ({}, {})
+    for side, *row in conn.execute(query, {"mandate": mandate}):
+        key = tuple(str(v)[:10] if i == 1 else str(v) for i, v in enumerate(row[:width]))
+        found[0 if side == "stored" else 1][key] = tuple(int(v) for v in row[width:])
+    return found

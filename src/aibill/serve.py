@@ -58,6 +58,7 @@ STARTUP_FAILURE = 5
 """Exit status when the server cannot start (the port is taken, the address is not
 this machine's): not 3, which the command line keeps for a billing refusal."""
 GRACEFUL_SHUTDOWN_S = 30
+LISTEN_BACKLOG = 2048  # uvicorn's own default
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_S = 1.0
 log = logging.getLogger("aibill.serve")
@@ -305,7 +306,9 @@ def listen_failure(host: str, port: int, exc: OSError) -> str:
 
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything is created in the ledger (so
-    that a taken port never swallows a bootstrap key); OSError when it cannot be."""
+    that a taken port never swallows a bootstrap key) and listening before
+    "listening on" is printed (so that a client started by that line is
+    queued, never refused); OSError when it cannot be."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named explicitly: asyncio turns Nagle's algorithm off
     # (TCP_NODELAY) only on sockets that say they are TCP; without it every
@@ -314,6 +317,7 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
     except OSError:
         sock.close()
         raise

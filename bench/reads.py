@@ -20,6 +20,7 @@ measured. Times are medians of 3, warm.
 
     .venv/bin/python bench/reads.py --quick     # 100k and 1M entries
     .venv/bin/python bench/reads.py             # 100k, 1M and 10M entries
+    .venv/bin/python bench/reads.py --sizes 10000000 --backends pg
 """
 
 from __future__ import annotations
@@ -327,6 +328,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="100k and 1M entries")
     parser.add_argument("--pg-url", default=os.environ.get("AIBILL_BENCH_PG", DEFAULT_PG_URL))
     parser.add_argument("--sizes", default=None, help="comma-separated entry counts")
+    parser.add_argument("--backends", default="sqlite,pg", help="sqlite, pg or both")
     args = parser.parse_args()
     sizes = [100_000, 1_000_000] if args.quick else [100_000, 1_000_000, 10_000_000]
     if args.sizes:
@@ -334,7 +336,7 @@ def main() -> int:
     print(f"# aibill {aibill.__version__}  cpus {os.cpu_count()}  sizes {sizes}")
     results: list[tuple[str, int, dict[str, float]]] = []
     for size in sizes:
-        for name in ("sqlite", "pg"):
+        for name in args.backends.split(","):
             opener = sqlite_ledger(size) if name == "sqlite" else pg_ledger(args.pg_url, size)
             with opener as (billing, raw):
                 started = time.perf_counter()

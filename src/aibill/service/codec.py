@@ -78,7 +78,7 @@ def entry_from_row(row: Row[Any], currency: str) -> Entry:
         price_source=m["price_source"],
         fx_rate=_exact(m["fx_rate"]),
         markup_percent=_exact(m["markup_percent"]),
-        breakdown=m["breakdown"] if "breakdown" in m else None,
+        breakdown=m["breakdown"] if "breakdown" in m else None,  # noqa: SIM401 (see above)
         over_limit=m["over_limit"],
         provider_not_allowed=bool(m["provider_not_allowed"]),
     )
